@@ -1,0 +1,16 @@
+// Power of two choices: two distinct weighted random candidates, the less loaded one wins.
+#pragma once
+
+#include <memory>
+#include <span>
+
+#include "sluice/balance/policy.hpp"
+
+namespace sluice::balance {
+
+/// Draws two distinct backends by weight and returns the one with the lower
+/// (active + 1) / weight (the first drawn on a tie). O(log n) per pick. With a single
+/// non-excluded backend, returns it.
+std::unique_ptr<policy> make_p2c(std::span<const core::backend_ptr> ready);
+
+}  // namespace sluice::balance

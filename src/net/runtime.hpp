@@ -1,0 +1,68 @@
+// Worker threads (one io_context each), SO_REUSEPORT listeners per worker, signals and drain.
+// Internal header: includes Asio.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+
+#include "sluice/core/address.hpp"
+
+namespace sluice::net {
+
+/// Called on the accepting worker's thread with the new connection.
+using accept_handler =
+    std::function<void(unsigned worker, boost::asio::ip::tcp::socket socket)>;
+
+struct listen_spec {
+  std::string name;
+  core::address address;  ///< port 0: the kernel picks one port, shared by every worker
+  accept_handler on_accept;
+};
+
+/// Runs N workers. Every listener gets one acceptor per worker bound with SO_REUSEPORT, so the
+/// kernel spreads connections and no lock or hand-off sits between accept and the session.
+class runtime {
+ public:
+  explicit runtime(unsigned workers);
+  ~runtime();
+
+  unsigned workers() const noexcept { return static_cast<unsigned>(ios_.size()); }
+  boost::asio::io_context& io(unsigned worker) { return *ios_[worker]; }
+  /// The control-plane context (signals, admin, discovery, health); runs on its own thread.
+  boost::asio::io_context& control() { return control_; }
+
+  /// Binds the listener on every worker; returns the bound port or throws std::system_error
+  /// with a message naming the address.
+  std::uint16_t listen(const listen_spec& spec);
+
+  /// Called on the control thread when SIGTERM/SIGINT/SIGQUIT arrives (after acceptors are
+  /// closed). It must arrange for `active()` to reach zero; `run()` returns when it does or
+  /// when `drain_timeout` passes.
+  void on_drain(std::function<void()> f) { on_drain_ = std::move(f); }
+  /// Number of connections still being served (summed by the caller's counter).
+  void active_counter(std::function<std::size_t()> f) { active_ = std::move(f); }
+  void on_sighup(std::function<void()> f) { on_sighup_ = std::move(f); }
+  void on_sigusr1(std::function<void()> f) { on_sigusr1_ = std::move(f); }
+
+  /// Runs every worker and the control thread until drained. Returns the exit status.
+  int run(std::chrono::milliseconds drain_timeout);
+  /// Starts the drain as if SIGTERM had arrived (thread-safe).
+  void stop();
+
+ private:
+  struct impl;
+  std::vector<std::unique_ptr<boost::asio::io_context>> ios_;
+  boost::asio::io_context control_{1};
+  std::unique_ptr<impl> impl_;
+  std::function<void()> on_drain_, on_sighup_, on_sigusr1_;
+  std::function<std::size_t()> active_;
+};
+
+}  // namespace sluice::net
