@@ -1,0 +1,142 @@
+// Wiring only: config → clusters → workers → listeners.
+#include "app.hpp"
+
+#include <exception>
+#include <memory>
+
+#include <boost/asio/post.hpp>
+
+#include "http/proxy.hpp"
+#include "net/runtime.hpp"
+#include "sluice/core/address.hpp"
+#include "sluice/http/router.hpp"
+#include "sluice/log/access_log.hpp"
+#include "sluice/log/log.hpp"
+#include "sluice/pool/cluster.hpp"
+
+namespace sluice::app {
+
+namespace {
+
+std::vector<pool::endpoint> resolve_endpoints(const config::cluster& c,
+                                              std::vector<std::string>* errors) {
+  std::vector<pool::endpoint> out;
+  for (const auto& e : c.endpoints) {
+    std::string err;
+    auto addr = core::resolve(e.address, &err);
+    if (!addr) {
+      if (errors) errors->push_back("cluster " + c.name + ": endpoint " + e.address + ": " + err);
+      continue;
+    }
+    out.push_back({std::move(*addr), e.weight});
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<std::string> preflight(const config::config& cfg) {
+  std::vector<std::string> errors;
+  for (const auto& c : cfg.clusters) {
+    resolve_endpoints(c, &errors);
+    if (c.discovery)
+      errors.push_back("cluster " + c.name + ": discovery.etcd is not supported by this build yet");
+    if (c.protocol != config::upstream_protocol::http1)
+      errors.push_back("cluster " + c.name + ": protocol other than http1 is not supported yet");
+  }
+  for (const auto& l : cfg.listeners) {
+    std::string err;
+    if (!core::resolve(l.address, &err, /*allow_zero_port=*/true))
+      errors.push_back("listener " + l.name + ": address " + l.address + ": " + err);
+    if (l.protocol == config::listener::protocol_kind::tcp)
+      errors.push_back("listener " + l.name + ": protocol tcp is not supported by this build yet");
+  }
+  return errors;
+}
+
+int run(const config::config& cfg) {
+  log::level lvl = log::level::info;
+  log::parse_level(cfg.log.level, lvl);
+  std::string err;
+  if (!log::open(cfg.log.error_log, lvl, &err)) {
+    SLUICE_LOG(error, err);
+    return 1;
+  }
+  auto problems = preflight(cfg);
+  if (!problems.empty()) {
+    for (const auto& p : problems) SLUICE_LOG(error, cfg.file << ": " << p);
+    return 1;
+  }
+  auto access = log::access_log::open(cfg.log.access.path,
+                                      cfg.log.access.format == "json"
+                                          ? log::access_log::format::json
+                                          : log::access_log::format::combined,
+                                      &err);
+  if (!access) {
+    SLUICE_LOG(error, err);
+    return 1;
+  }
+
+  std::vector<std::shared_ptr<pool::cluster>> clusters;
+  for (const auto& c : cfg.clusters) {
+    auto cl = std::make_shared<pool::cluster>(c);
+    cl->update(resolve_endpoints(c, nullptr));
+    clusters.push_back(std::move(cl));
+  }
+  auto cluster_index = [&](const std::string& name) {
+    for (std::size_t i = 0; i < cfg.clusters.size(); ++i)
+      if (cfg.clusters[i].name == name) return static_cast<int>(i);
+    return -1;
+  };
+
+  net::runtime rt(cfg.workers);
+  std::vector<std::shared_ptr<http::worker_state>> workers;
+  for (unsigned w = 0; w < rt.workers(); ++w)
+    workers.push_back(http::make_worker_state(rt.io(w), clusters, access));
+
+  try {
+    for (const auto& l : cfg.listeners) {
+      auto state = std::make_shared<http::listener_state>();
+      state->cfg = &l;
+      state->routes = std::make_shared<const http::router>(l.routes);
+      for (const auto& r : l.routes) state->route_cluster.push_back(r.direct ? -1 : cluster_index(r.cluster));
+      net::listen_spec spec;
+      spec.name = l.name;
+      spec.address = *core::resolve(l.address, nullptr, true);
+      spec.on_accept = [state, &workers](unsigned w, boost::asio::ip::tcp::socket s) {
+        http::start_session(std::move(s), state, workers[w]);
+      };
+      auto port = rt.listen(spec);
+      auto bound = spec.address;
+      SLUICE_LOG(info, "listening name=" << l.name << " address="
+                                         << (bound.storage.ss_family == AF_INET6 ? "[" + bound.host() + "]" : bound.host())
+                                         << ':' << port << " workers=" << rt.workers());
+    }
+  } catch (const std::exception& e) {
+    SLUICE_LOG(error, e.what());
+    return 1;
+  }
+
+  rt.on_drain([&] {
+    for (unsigned w = 0; w < rt.workers(); ++w)
+      boost::asio::post(rt.io(w), [ws = workers[w]] { http::drain(*ws); });
+  });
+  rt.active_counter([&] {
+    std::size_t n = 0;
+    for (const auto& ws : workers) n += http::active_sessions(*ws);
+    return n;
+  });
+  rt.on_sigusr1([access] {
+    SLUICE_LOG(info, "SIGUSR1: reopening log files");
+    log::reopen();
+    access->reopen();
+  });
+  rt.on_sighup([] { SLUICE_LOG(warn, "SIGHUP: configuration reload is not supported yet; ignored"); });
+
+  SLUICE_LOG(info, "sluice " SLUICE_VERSION " started, " << rt.workers() << " worker(s)");
+  int rc = rt.run(cfg.drain_timeout);
+  workers.clear();
+  return rc;
+}
+
+}  // namespace sluice::app
