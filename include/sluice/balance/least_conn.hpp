@@ -12,6 +12,8 @@ namespace sluice::balance {
 /// Each pick starts its scan at a rotating offset, so equally loaded backends share requests in
 /// turn. O(n) per pick; reads the backends' atomic active counts, which other workers change
 /// concurrently, so under contention the choice is "least loaded at the time of the read".
+/// Edge: when requests never overlap (all idle), the heaviest backend takes every request
+/// (1/w is smallest), as with HAProxy's leastconn; equal weights rotate.
 std::unique_ptr<policy> make_least_conn(std::span<const core::backend_ptr> ready);
 
 }  // namespace sluice::balance

@@ -8,9 +8,9 @@
 
 namespace sluice::balance {
 
-/// Draws two distinct backends by weight and returns the one with the lower
-/// (active + 1) / weight (the first drawn on a tie). O(log n) per pick. With a single
-/// non-excluded backend, returns it.
+/// Draws two distinct backends by weight and returns the one with the lower active / weight
+/// (the first drawn on a tie, so idle backends share by weight). O(log n) per pick. With a
+/// single non-excluded backend, returns it.
 std::unique_ptr<policy> make_p2c(std::span<const core::backend_ptr> ready);
 
 }  // namespace sluice::balance

@@ -15,6 +15,8 @@ inline constexpr std::size_t round_robin_max_table = 65536;
 /// Builds nginx's smooth weighted round-robin over `ready`: weights 5,1,1 give a a b a c a a.
 /// The cycle (sum of weights / gcd) is computed once; when it is longer than `max_table`, the
 /// weights are scaled down proportionally (each stays >= 1), so the ratio is approximate.
+/// Very large sets (cycle length * backends > 2^24) get an earliest-deadline order instead of
+/// nginx's: equally smooth and exactly weighted, built in O(log n) per entry.
 /// With ctx.exclude, the pick walks forward in the sequence to the next backend not excluded.
 /// Thread-safety: pick() does one relaxed fetch_add on a shared counter, no locks.
 std::unique_ptr<policy> make_round_robin(std::span<const core::backend_ptr> ready,
