@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "sluice/core/cidr.hpp"
+
 namespace sluice::config {
 
 using duration = std::chrono::milliseconds;
@@ -28,18 +30,60 @@ struct hash_on {
 
 enum class upstream_protocol { http1, h2c, h2 };
 
+/// An inclusive range of HTTP status codes (a single code has lo == hi).
+struct status_range {
+  std::uint32_t lo = 200;
+  std::uint32_t hi = 399;
+};
+
+/// Active health checks: one probe per backend per interval, on the control thread.
 struct health_check {
   enum class kind { none, tcp, http, grpc } type = kind::none;
   duration interval = 2s;
+  duration unhealthy_interval = 0ms;  ///< between checks while unhealthy; 0 = `interval`
   duration timeout = 1s;
   std::uint32_t healthy = 2;    ///< consecutive successes to become healthy
   std::uint32_t unhealthy = 3;  ///< consecutive failures to become unhealthy
-  std::string path = "/";       ///< http only
+  /// Spread: each wait is drawn from [base - j/2, base + j/2] where j is `jitter` when set,
+  /// else jitter_fraction * base.
+  duration jitter = 0ms;
+  double jitter_fraction = 0.0;  ///< 0..1
+  std::string method = "GET";    ///< http only
+  std::string path = "/";        ///< http only
+  std::string host;              ///< http only: Host header; empty = the backend's address
+  std::vector<status_range> expect_status{status_range{}};  ///< http only; default 200-399
+  std::string expect_body;       ///< http only: substring the body must contain; empty = any
+};
+
+/// Passive health (outlier ejection) fed by real traffic.
+struct outlier_detection {
+  bool enabled = false;            ///< true when the `outlier` section is present
+  std::uint32_t consecutive = 5;   ///< failures in a row that eject a backend
+  /// Which request outcomes count as failures: bits of core::outcome
+  /// (1 connect_failure, 2 reset, 3 timeout, 4 http_5xx); default connect_failure|reset|timeout.
+  std::uint8_t count_mask = 0b01110;
+  duration base_ejection = 30s;    ///< n-th ejection in a row lasts base * n ...
+  duration max_ejection = 300s;    ///< ... capped here
+  std::uint32_t max_ejection_percent = 50;  ///< of the cluster ejected at once (at least one)
+};
+
+/// What a cluster does when no backend is ready.
+enum class panic_mode { fail, spread };
+
+/// TLS towards etcd (client side). Empty `ca`: the system's trusted roots.
+struct etcd_tls {
+  std::string ca;    ///< PEM file of the CA that signed etcd's certificate
+  std::string cert;  ///< PEM client certificate (with `key`), for etcd's --client-cert-auth
+  std::string key;
 };
 
 struct etcd_discovery {
   std::vector<std::string> endpoints;  ///< "host:port"
   std::string prefix = "/nodes/";
+  std::optional<etcd_tls> tls;         ///< unset: plain http://
+  std::string username;                ///< empty: no authentication
+  std::string password;
+  std::string persist;                 ///< file keeping the last known set; empty: none
 };
 
 struct cluster_timeouts {
@@ -64,7 +108,13 @@ struct cluster {
   cluster_timeouts timeouts;
   upstream_pool pool;
   health_check health;
+  outlier_detection outlier;
+  duration slow_start = 0ms;           ///< weight ramp for a joining/recovering backend; 0 = off
+  panic_mode panic = panic_mode::fail;  ///< no ready backend: fail (503) or spread over all
   std::uint32_t max_tries = 3;  ///< attempts per request, first included (nginx proxy_next_upstream_tries)
+  /// Open TCP connections allowed per backend (tcp listeners, counted across workers);
+  /// 0 = unlimited. A full backend is skipped like an excluded one.
+  std::uint32_t max_connections_per_backend = 0;
 };
 
 struct route_match {
@@ -100,12 +150,45 @@ struct listener_limits {
   std::uint32_t max_keepalive_requests = 1000;  ///< then Connection: close (nginx keepalive_requests)
 };
 
+/// PROXY protocol (HAProxy's proxy-protocol.txt) on a tcp listener.
+struct proxy_protocol {
+  enum class version { none, v1, v2 };
+  version send = version::none;  ///< header written to each upstream before any client byte
+  /// Connections from `trusted` sources must start with a v1 or v2 header (missing or malformed
+  /// → closed); the address it carries replaces the peer's. Other sources are served as is.
+  bool accept = false;
+  std::vector<core::cidr> trusted;
+};
+
+/// TLS passthrough: a ClientHello whose server_name matches goes to `cluster`.
+struct sni_route {
+  std::string server_name;  ///< "db.example.com" exact, or "*.example.com" (any deeper name)
+  std::string cluster;
+};
+
+/// Options of a tcp listener (the `tcp:` block).
+struct tcp_options {
+  duration idle_timeout = 10min;     ///< no byte either way for this long → close (nginx proxy_timeout)
+  duration max_lifetime = 0ms;       ///< 0 = unlimited
+  duration header_timeout = 5s;      ///< PROXY header / TLS ClientHello must arrive within this
+  std::uint32_t max_connections = 0; ///< open connections on this listener, all workers; 0 = unlimited
+  enum class limit_action { refuse, queue };
+  limit_action on_limit = limit_action::refuse;  ///< over a limit: close at once, or wait
+  duration queue_timeout = 1s;       ///< longest wait for a slot with on_limit: queue
+  enum class relay_mode { splice, buffer };
+  relay_mode relay = relay_mode::splice;  ///< splice(2) through a pipe, or copy through a buffer
+  std::uint32_t buffer_size = 65536;     ///< bytes in flight per direction (pipe or buffer size)
+  proxy_protocol proxy;
+  std::vector<sni_route> sni_routes;     ///< empty: no ClientHello inspection
+};
+
 struct listener {
   std::string name;
   std::string address;  ///< "host:port"; port 0 lets the kernel choose
   enum class protocol_kind { http, tcp } protocol = protocol_kind::http;
   std::vector<route> routes;  ///< http
-  std::string cluster;        ///< tcp
+  std::string cluster;        ///< tcp: the cluster (the fallback when sni_routes is set; may then be empty)
+  tcp_options tcp;            ///< tcp only
   listener_timeouts timeouts;
   listener_limits limits;
   bool forwarded = false;  ///< also add an RFC 7239 Forwarded header
@@ -124,13 +207,20 @@ struct logging {
 
 struct admin {
   std::string address;  ///< empty: no admin listener
+  std::string token;    ///< bearer token for the admin API; required off loopback
+};
+
+/// Request metrics (the admin listener serves /metrics either way).
+struct metrics {
+  bool enabled = true;  ///< false: workers count nothing (benchmark baseline)
 };
 
 struct config {
   std::string file;  ///< where it was loaded from
   std::uint32_t workers = 0;  ///< 0 = one per core ("auto")
   duration drain_timeout = 30s;
-  admin admin;
+  ::sluice::config::admin admin;  // qualified: a member may not change what `admin` means here
+  ::sluice::config::metrics metrics;
   logging log;
   std::vector<listener> listeners;
   std::vector<cluster> clusters;
