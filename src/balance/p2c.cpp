@@ -13,8 +13,10 @@ constexpr std::size_t none = ~std::size_t{0};
 
 class p2c final : public policy {
  public:
-  explicit p2c(std::span<const core::backend_ptr> ready)
-      : backends_(ready.begin(), ready.end()), index_(ready) {}
+  p2c(std::span<const core::backend_ptr> ready, std::span<const std::uint32_t> weights)
+      : backends_(ready.begin(), ready.end()),
+        weights_(effective_weights(ready, weights)),
+        index_(std::span<const std::uint32_t>(weights_)) {}
 
   core::backend* pick(const pick_context& ctx) noexcept override {
     const std::size_t n = backends_.size();
@@ -46,10 +48,8 @@ class p2c final : public policy {
   // active_x / w_x < active_y / w_y, by cross-multiplication. Plain active (not active + 1):
   // idle candidates tie, the first (weighted) draw wins, so a quiet cluster is spread by weight.
   bool lighter(std::size_t x, std::size_t y) const noexcept {
-    const core::backend& bx = *backends_[x];
-    const core::backend& by = *backends_[y];
-    return std::uint64_t{bx.active()} * std::max<std::uint32_t>(by.weight(), 1) <
-           std::uint64_t{by.active()} * std::max<std::uint32_t>(bx.weight(), 1);
+    return std::uint64_t{backends_[x]->active()} * weights_[y] <
+           std::uint64_t{backends_[y]->active()} * weights_[x];
   }
 
   core::backend* least_loaded(const pick_context& ctx) const noexcept {
@@ -60,13 +60,19 @@ class p2c final : public policy {
   }
 
   std::vector<core::backend_ptr> backends_;
+  std::vector<std::uint32_t> weights_;  // effective, >= 1
   weighted_index index_;
 };
 
 }  // namespace
 
 std::unique_ptr<policy> make_p2c(std::span<const core::backend_ptr> ready) {
-  return std::make_unique<p2c>(ready);
+  return std::make_unique<p2c>(ready, std::span<const std::uint32_t>{});
+}
+
+std::unique_ptr<policy> make_p2c(std::span<const core::backend_ptr> ready,
+                                 std::span<const std::uint32_t> weights) {
+  return std::make_unique<p2c>(ready, weights);
 }
 
 }  // namespace sluice::balance

@@ -1,5 +1,7 @@
 #include "sluice/balance/policy.hpp"
 
+#include <algorithm>
+
 #include "sluice/balance/least_conn.hpp"
 #include "sluice/balance/p2c.hpp"
 #include "sluice/balance/random.hpp"
@@ -10,14 +12,30 @@ namespace sluice::balance {
 
 std::unique_ptr<policy> make_policy(config::policy_kind kind,
                                     std::span<const core::backend_ptr> ready) {
+  return make_policy(kind, ready, {});
+}
+
+std::unique_ptr<policy> make_policy(config::policy_kind kind,
+                                    std::span<const core::backend_ptr> ready,
+                                    std::span<const std::uint32_t> weights) {
   switch (kind) {
-    case config::policy_kind::round_robin: return make_round_robin(ready);
-    case config::policy_kind::least_conn: return make_least_conn(ready);
-    case config::policy_kind::random: return make_random(ready);
-    case config::policy_kind::p2c: return make_p2c(ready);
-    case config::policy_kind::ring_hash: return make_ring_hash(ready);
+    case config::policy_kind::round_robin: return make_round_robin(ready, weights);
+    case config::policy_kind::least_conn: return make_least_conn(ready, weights);
+    case config::policy_kind::random: return make_random(ready, weights);
+    case config::policy_kind::p2c: return make_p2c(ready, weights);
+    case config::policy_kind::ring_hash: return make_ring_hash(ready, weights);
   }
-  return make_round_robin(ready);  // unreachable with a valid enum value
+  return make_round_robin(ready, weights);  // unreachable with a valid enum value
+}
+
+std::vector<std::uint32_t> effective_weights(std::span<const core::backend_ptr> ready,
+                                             std::span<const std::uint32_t> weights) {
+  std::vector<std::uint32_t> out;
+  out.reserve(ready.size());
+  const bool given = weights.size() == ready.size();
+  for (std::size_t i = 0; i < ready.size(); ++i)
+    out.push_back(std::max<std::uint32_t>(given ? weights[i] : ready[i]->weight(), 1));
+  return out;
 }
 
 std::uint64_t mix64(std::uint64_t x) noexcept {

@@ -24,8 +24,9 @@ std::uint64_t scale(std::uint64_t r, std::uint64_t bound) noexcept {
 
 class random_policy final : public policy {
  public:
-  explicit random_policy(std::span<const core::backend_ptr> ready)
-      : backends_(ready.begin(), ready.end()), index_(ready) {}
+  random_policy(std::span<const core::backend_ptr> ready, std::span<const std::uint32_t> weights)
+      : backends_(ready.begin(), ready.end()),
+        index_(std::span<const std::uint32_t>(effective_weights(ready, weights))) {}
 
   core::backend* pick(const pick_context& ctx) noexcept override {
     const std::size_t n = backends_.size();
@@ -79,6 +80,15 @@ weighted_index::weighted_index(std::span<const core::backend_ptr> ready) {
   }
 }
 
+weighted_index::weighted_index(std::span<const std::uint32_t> weights) {
+  prefix_.reserve(weights.size());
+  std::uint64_t sum = 0;
+  for (auto w : weights) {
+    sum += std::max<std::uint32_t>(w, 1);
+    prefix_.push_back(sum);
+  }
+}
+
 std::size_t weighted_index::find(std::uint64_t point) const noexcept {
   return static_cast<std::size_t>(
       std::upper_bound(prefix_.begin(), prefix_.end(), point) - prefix_.begin());
@@ -98,7 +108,12 @@ std::size_t weighted_index::draw_other(std::uint64_t r, std::size_t other) const
 }
 
 std::unique_ptr<policy> make_random(std::span<const core::backend_ptr> ready) {
-  return std::make_unique<random_policy>(ready);
+  return std::make_unique<random_policy>(ready, std::span<const std::uint32_t>{});
+}
+
+std::unique_ptr<policy> make_random(std::span<const core::backend_ptr> ready,
+                                    std::span<const std::uint32_t> weights) {
+  return std::make_unique<random_policy>(ready, weights);
 }
 
 }  // namespace sluice::balance

@@ -15,19 +15,20 @@ struct point {
 
 class ring_hash final : public policy {
  public:
-  ring_hash(std::span<const core::backend_ptr> ready, std::uint32_t per_weight,
-            std::size_t max_points)
+  ring_hash(std::span<const core::backend_ptr> ready, std::span<const std::uint32_t> weights,
+            std::uint32_t per_weight, std::size_t max_points)
       : backends_(ready.begin(), ready.end()) {
     if (backends_.empty()) return;
+    const std::vector<std::uint32_t> w = effective_weights(ready, weights);
     per_weight = std::max<std::uint32_t>(per_weight, 1);
     std::uint64_t wanted = 0;
-    for (const auto& b : backends_) wanted += std::uint64_t{per_weight} * weight(*b);
+    for (auto x : w) wanted += std::uint64_t{per_weight} * x;
     const std::uint64_t cap = std::max<std::uint64_t>(max_points, backends_.size());
 
     std::vector<point> points;
     points.reserve(std::min(wanted, cap) + backends_.size());
     for (std::uint32_t i = 0; i < backends_.size(); ++i) {
-      std::uint64_t count = std::uint64_t{per_weight} * weight(*backends_[i]);
+      std::uint64_t count = std::uint64_t{per_weight} * w[i];
       if (wanted > cap) count = std::max<std::uint64_t>(count * cap / wanted, 1);
       // The k-th point of a backend depends only on its name and k: a backend keeps its
       // points whatever else is on the ring.
@@ -67,10 +68,6 @@ class ring_hash final : public policy {
   }
 
  private:
-  static std::uint64_t weight(const core::backend& b) noexcept {
-    return std::max<std::uint32_t>(b.weight(), 1);
-  }
-
   std::vector<core::backend_ptr> backends_;
   std::vector<std::uint64_t> hashes_;  // sorted ring positions
   std::vector<std::uint32_t> owners_;  // owners_[i] owns hashes_[i]
@@ -80,7 +77,14 @@ class ring_hash final : public policy {
 
 std::unique_ptr<policy> make_ring_hash(std::span<const core::backend_ptr> ready,
                                        std::uint32_t points_per_weight, std::size_t max_points) {
-  return std::make_unique<ring_hash>(ready, points_per_weight, max_points);
+  return std::make_unique<ring_hash>(ready, std::span<const std::uint32_t>{}, points_per_weight,
+                                     max_points);
+}
+
+std::unique_ptr<policy> make_ring_hash(std::span<const core::backend_ptr> ready,
+                                       std::span<const std::uint32_t> weights,
+                                       std::uint32_t points_per_weight, std::size_t max_points) {
+  return std::make_unique<ring_hash>(ready, weights, points_per_weight, max_points);
 }
 
 }  // namespace sluice::balance

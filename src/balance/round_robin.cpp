@@ -14,13 +14,13 @@ namespace {
 // in an equivalent O(log n)-per-step order instead, so a rebuild stays in the milliseconds.
 constexpr std::uint64_t build_budget = std::uint64_t{1} << 24;
 
-std::vector<std::uint64_t> reduced_weights(std::span<const core::backend_ptr> ready,
+std::vector<std::uint64_t> reduced_weights(const std::vector<std::uint32_t>& weights,
                                            std::size_t max_table) {
   std::vector<std::uint64_t> w;
-  w.reserve(ready.size());
+  w.reserve(weights.size());
   std::uint64_t sum = 0;
-  for (const auto& b : ready) {
-    w.push_back(std::max<std::uint32_t>(b->weight(), 1));  // weight 0 counts as 1
+  for (auto x : weights) {
+    w.push_back(std::max<std::uint32_t>(x, 1));  // weight 0 counts as 1
     sum += w.back();
   }
   // Every weight stays >= 1, so a table is never shorter than the set.
@@ -91,9 +91,11 @@ std::vector<std::uint32_t> smooth_sequence(const std::vector<std::uint64_t>& w) 
 
 class round_robin final : public policy {
  public:
-  round_robin(std::span<const core::backend_ptr> ready, std::size_t max_table)
+  round_robin(std::span<const core::backend_ptr> ready, std::span<const std::uint32_t> weights,
+              std::size_t max_table)
       : backends_(ready.begin(), ready.end()) {
-    if (!backends_.empty()) table_ = smooth_sequence(reduced_weights(ready, max_table));
+    if (!backends_.empty())
+      table_ = smooth_sequence(reduced_weights(effective_weights(ready, weights), max_table));
   }
 
   core::backend* pick(const pick_context& ctx) noexcept override {
@@ -128,7 +130,13 @@ class round_robin final : public policy {
 
 std::unique_ptr<policy> make_round_robin(std::span<const core::backend_ptr> ready,
                                          std::size_t max_table) {
-  return std::make_unique<round_robin>(ready, max_table);
+  return std::make_unique<round_robin>(ready, std::span<const std::uint32_t>{}, max_table);
+}
+
+std::unique_ptr<policy> make_round_robin(std::span<const core::backend_ptr> ready,
+                                         std::span<const std::uint32_t> weights,
+                                         std::size_t max_table) {
+  return std::make_unique<round_robin>(ready, weights, max_table);
 }
 
 }  // namespace sluice::balance

@@ -1,6 +1,7 @@
 // Weighted least-connections: the backend with the lowest (active + 1) / weight.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <span>
 
@@ -15,5 +16,8 @@ namespace sluice::balance {
 /// Edge: when requests never overlap (all idle), the heaviest backend takes every request
 /// (1/w is smallest), as with HAProxy's leastconn; equal weights rotate.
 std::unique_ptr<policy> make_least_conn(std::span<const core::backend_ptr> ready);
+/// Same with effective weights (see make_policy); empty `weights`: the backends' weights.
+std::unique_ptr<policy> make_least_conn(std::span<const core::backend_ptr> ready,
+                                        std::span<const std::uint32_t> weights);
 
 }  // namespace sluice::balance

@@ -1,6 +1,7 @@
 // Power of two choices: two distinct weighted random candidates, the less loaded one wins.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <span>
 
@@ -12,5 +13,8 @@ namespace sluice::balance {
 /// (the first drawn on a tie, so idle backends share by weight). O(log n) per pick. With a
 /// single non-excluded backend, returns it.
 std::unique_ptr<policy> make_p2c(std::span<const core::backend_ptr> ready);
+/// Same with effective weights (see make_policy); empty `weights`: the backends' weights.
+std::unique_ptr<policy> make_p2c(std::span<const core::backend_ptr> ready,
+                                 std::span<const std::uint32_t> weights);
 
 }  // namespace sluice::balance

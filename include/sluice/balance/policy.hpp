@@ -5,6 +5,7 @@
 #include <memory>
 #include <span>
 #include <string_view>
+#include <vector>
 
 #include "sluice/config/config.hpp"
 #include "sluice/core/backend.hpp"
@@ -38,6 +39,18 @@ class policy {
 /// Builds the policy `kind` over `ready` (which may be empty). Weights come from the backends.
 std::unique_ptr<policy> make_policy(config::policy_kind kind,
                                     std::span<const core::backend_ptr> ready);
+
+/// Same, with effective weights (slow start): `weights[i]` replaces ready[i]->weight(). An empty
+/// `weights` means the backends' own weights; a size other than ready.size() is treated as
+/// empty. A weight of 0 counts as 1.
+std::unique_ptr<policy> make_policy(config::policy_kind kind,
+                                    std::span<const core::backend_ptr> ready,
+                                    std::span<const std::uint32_t> weights);
+
+/// The weights a policy uses: `weights` when it matches `ready` in size, else each backend's
+/// weight(); every value at least 1.
+std::vector<std::uint32_t> effective_weights(std::span<const core::backend_ptr> ready,
+                                             std::span<const std::uint32_t> weights = {});
 
 /// 64-bit hash used for ring_hash keys (stable across runs and machines): FNV-1a 64 followed
 /// by a 64-bit finalizer so that short, similar keys (IP addresses) spread over the whole ring.

@@ -23,6 +23,8 @@ void seed_thread_random(std::uint64_t seed) noexcept;
 class weighted_index {
  public:
   explicit weighted_index(std::span<const core::backend_ptr> ready);
+  /// Over explicit weights (0 counts as 1).
+  explicit weighted_index(std::span<const std::uint32_t> weights);
 
   std::size_t size() const noexcept { return prefix_.size(); }
   /// Index drawn by weight from `r` (uniform over 64 bits). Requires size() > 0.
@@ -39,5 +41,8 @@ class weighted_index {
 /// Picks a backend at random with probability proportional to its weight. An excluded draw is
 /// redrawn a few times, then the next non-excluded backend after it is taken.
 std::unique_ptr<policy> make_random(std::span<const core::backend_ptr> ready);
+/// Same with effective weights (see make_policy); empty `weights`: the backends' weights.
+std::unique_ptr<policy> make_random(std::span<const core::backend_ptr> ready,
+                                    std::span<const std::uint32_t> weights);
 
 }  // namespace sluice::balance

@@ -22,5 +22,10 @@ inline constexpr std::size_t ring_hash_max_points = std::size_t{1} << 20;
 std::unique_ptr<policy> make_ring_hash(std::span<const core::backend_ptr> ready,
                                        std::uint32_t points_per_weight = ring_hash_points_per_weight,
                                        std::size_t max_points = ring_hash_max_points);
+/// Same with effective weights (see make_policy); empty `weights`: the backends' weights.
+std::unique_ptr<policy> make_ring_hash(std::span<const core::backend_ptr> ready,
+                                       std::span<const std::uint32_t> weights,
+                                       std::uint32_t points_per_weight = ring_hash_points_per_weight,
+                                       std::size_t max_points = ring_hash_max_points);
 
 }  // namespace sluice::balance

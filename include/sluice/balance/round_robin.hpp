@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <span>
 
@@ -20,6 +21,10 @@ inline constexpr std::size_t round_robin_max_table = 65536;
 /// With ctx.exclude, the pick walks forward in the sequence to the next backend not excluded.
 /// Thread-safety: pick() does one relaxed fetch_add on a shared counter, no locks.
 std::unique_ptr<policy> make_round_robin(std::span<const core::backend_ptr> ready,
+                                         std::size_t max_table = round_robin_max_table);
+/// Same with effective weights (see make_policy); empty `weights`: the backends' weights.
+std::unique_ptr<policy> make_round_robin(std::span<const core::backend_ptr> ready,
+                                         std::span<const std::uint32_t> weights,
                                          std::size_t max_table = round_robin_max_table);
 
 }  // namespace sluice::balance

@@ -1,11 +1,14 @@
-// A cluster: membership + policy, published to the data plane as one immutable snapshot.
+// A cluster: membership + health + policy, published to the data plane as one immutable snapshot.
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "sluice/balance/policy.hpp"
@@ -17,8 +20,15 @@ namespace sluice::pool {
 /// What the data plane reads. Immutable once published.
 struct snapshot {
   std::uint64_t version = 0;
-  std::vector<core::backend_ptr> backends;  ///< every known backend
-  std::vector<core::backend_ptr> ready;     ///< the ones the policy picks from
+  std::vector<core::backend_ptr> backends;  ///< every known backend (health: backend::state())
+  /// The ones the policy picks from: the eligible backends (not draining, not ejected, passing
+  /// active checks). In panic (none eligible): empty with `panic: fail`, every non-draining
+  /// backend with `panic: spread`.
+  std::vector<core::backend_ptr> ready;
+  /// Effective weights the policy was built with, one per `ready` backend, in units of
+  /// 1/slow_start_scale while some backend ramps; empty: the backends' own weights.
+  std::vector<std::uint32_t> weights;
+  bool panic = false;                       ///< backends exist but none is eligible
   std::unique_ptr<balance::policy> policy;  ///< built over `ready`
 
   core::backend* pick(const balance::pick_context& ctx) const noexcept {
@@ -34,16 +44,53 @@ struct endpoint {
 
 /// Owns the backends of one cluster. update() runs on the control plane; current() is read by
 /// workers through a `snapshot_cache`. Backends that survive an update keep their objects
-/// (counters, active count) as long as their address and weight are unchanged.
+/// (counters, active count, health) as long as their address and weight are unchanged; a
+/// weight change makes a new object that takes over the old one's health.
+///
+/// Health: every publish derives the ready set from the backends' health (core::backend_health,
+/// written by the health module and by set_draining) and ramps the weight of a backend that
+/// (re)enters the ready set over `slow_start` (only when another backend is already serving).
+/// Thread-safety: every member function may be called from any thread; update(), refresh() and
+/// set_draining() serialise among themselves (a mutex the workers never take).
 class cluster {
  public:
+  using clock = std::chrono::steady_clock;
+  /// Called on a worker thread when a backend's passive failure streak reaches the outlier
+  /// threshold (and again at every further multiple of it). Must be cheap and must not throw:
+  /// it is meant to post the decision to the control plane.
+  using failure_streak_handler = std::function<void(core::backend_ptr)>;
+
   explicit cluster(config::cluster cfg);
+  ~cluster();
 
   const config::cluster& config() const noexcept { return cfg_; }
   const std::string& name() const noexcept { return cfg_.name; }
 
-  /// Replaces the membership with `endpoints` and publishes a new snapshot.
-  void update(const std::vector<endpoint>& endpoints);
+  /// Replaces the membership with `endpoints` and publishes a new snapshot, then calls the
+  /// membership watchers (on the calling thread, without locks held).
+  void update(const std::vector<endpoint>& endpoints) { update(endpoints, clock::now()); }
+  void update(const std::vector<endpoint>& endpoints, clock::time_point now);
+
+  /// Publishes a new snapshot from the backends' current health (after a health flip, an
+  /// ejection or a return, and at every slow-start step).
+  void refresh(clock::time_point now = clock::now());
+
+  /// Admin: a draining backend leaves the ready set (its in-flight requests finish); undraining
+  /// brings it back (with slow start). Applies to every backend with that address text; publishes
+  /// when something changed. Returns false for an address the cluster doesn't know.
+  bool set_draining(const std::string& address, bool draining);
+
+  /// True while some ready backend is still in its slow-start window: the owner of the cluster
+  /// should call refresh() every slow_start / 10 until it turns false.
+  bool ramping() const noexcept { return ramping_.load(std::memory_order_acquire); }
+
+  /// Registers `f`, called after every update(); returns an id for unwatch().
+  std::uint64_t watch(std::function<void()> f);
+  void unwatch(std::uint64_t id);
+
+  /// Installs (or, with an empty function, removes) the passive-health handler. Removal waits
+  /// for a call in progress, so after it returns the old handler is never called again.
+  void on_failure_streak(failure_streak_handler f);
 
   /// The latest snapshot (never null after construction).
   std::shared_ptr<const snapshot> current() const;
@@ -51,12 +98,19 @@ class cluster {
   std::uint64_t version() const noexcept { return version_.load(std::memory_order_acquire); }
 
  private:
-  void publish(std::vector<core::backend_ptr> backends);
+  struct failure_feed;
+  void publish(std::vector<core::backend_ptr> backends, clock::time_point now);
 
   config::cluster cfg_;
+  std::shared_ptr<failure_feed> feed_;  // attached to every backend; null without `outlier`
+  std::mutex update_mutex_;   // serialises update / refresh / set_draining (control plane)
   mutable std::mutex mutex_;  // guards current_ (control plane and cache refresh only)
   std::shared_ptr<const snapshot> current_;
   std::atomic<std::uint64_t> version_{0};
+  std::atomic<bool> ramping_{false};
+  std::mutex watch_mutex_;
+  std::uint64_t next_watch_ = 1;
+  std::vector<std::pair<std::uint64_t, std::function<void()>>> watchers_;
 };
 
 /// Per-worker view of one cluster: re-reads the shared snapshot only when its version moved,

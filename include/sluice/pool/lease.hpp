@@ -7,7 +7,8 @@
 
 namespace sluice::pool {
 
-enum class outcome { success, connect_failure, reset, timeout, http_5xx };
+/// success, connect_failure, reset, timeout, http_5xx (defined in core for passive health).
+using outcome = core::outcome;
 
 class lease {
  public:
@@ -28,9 +29,15 @@ class lease {
   core::backend* get() const noexcept { return b_; }
   explicit operator bool() const noexcept { return b_ != nullptr; }
 
-  /// Records how the request went on this backend (feeds counters; passive health later).
+  /// Records how the request went on this backend: counters, and passive health (a success
+  /// clears the backend's failure streak; a failure may lead the control plane to eject it).
+  /// Cheap and lock-free in the common case; safe on any worker thread.
   void report(outcome o) noexcept {
     if (!b_) return;
+    if (o == outcome::success) {
+      b_->note_success();
+      return;
+    }
     auto& s = b_->stats();
     switch (o) {
       case outcome::success: break;
@@ -39,6 +46,7 @@ class lease {
       case outcome::reset:
       case outcome::timeout: s.failures.fetch_add(1, std::memory_order_relaxed); break;
     }
+    b_->note_failure(o);
   }
 
   void release() noexcept {

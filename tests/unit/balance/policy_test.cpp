@@ -7,6 +7,8 @@
 #include <thread>
 #include <vector>
 
+#include "sluice/balance/random.hpp"
+
 using namespace sluice;
 
 namespace {
@@ -125,4 +127,55 @@ TEST_CASE("pick from four threads at once", "[policy][threads]") {
       CHECK(per[2] * 2 == total);
     }
   }
+}
+
+TEST_CASE("effective weights replace the backends' weights", "[policy][weights]") {
+  auto bs = make_backends({1, 1, 1});
+  const std::vector<std::uint32_t> weights{6, 3, 1};
+  CHECK(balance::effective_weights(bs) == std::vector<std::uint32_t>{1, 1, 1});
+  CHECK(balance::effective_weights(bs, weights) == weights);
+  const std::vector<std::uint32_t> zeros{0, 0, 0};
+  CHECK(balance::effective_weights(bs, zeros) == std::vector<std::uint32_t>{1, 1, 1});
+  const std::vector<std::uint32_t> short_list{5};
+  CHECK(balance::effective_weights(bs, short_list) == std::vector<std::uint32_t>{1, 1, 1});
+
+  for (auto kind : {config::policy_kind::round_robin, config::policy_kind::random,
+                    config::policy_kind::p2c, config::policy_kind::ring_hash}) {
+    CAPTURE(static_cast<int>(kind));
+    balance::seed_thread_random(42);
+    auto p = balance::make_policy(kind, bs, weights);
+    std::map<core::backend*, int> count;
+    constexpr int n = 10000;
+    for (int i = 0; i < n; ++i) {
+      balance::pick_context ctx;
+      ctx.hash = balance::hash_key(std::to_string(i));
+      ++count[p->pick(ctx)];
+    }
+    if (kind == config::policy_kind::round_robin) {  // exact over whole cycles
+      CHECK(count[bs[0].get()] == 6000);
+      CHECK(count[bs[1].get()] == 3000);
+      CHECK(count[bs[2].get()] == 1000);
+    } else {  // within a few percent
+      CHECK(count[bs[0].get()] == Approx(6000).epsilon(0.08));
+      CHECK(count[bs[1].get()] == Approx(3000).epsilon(0.12));
+      CHECK(count[bs[2].get()] == Approx(1000).epsilon(0.25));
+    }
+  }
+}
+
+TEST_CASE("least_conn divides load by the effective weight", "[policy][weights]") {
+  auto bs = make_backends({1, 1});
+  const std::vector<std::uint32_t> weights{1, 4};
+  auto p = balance::make_policy(config::policy_kind::least_conn, bs, weights);
+  // Hold every pick: the load settles at active proportional to weight (1 : 4).
+  std::vector<core::backend*> held;
+  for (int i = 0; i < 50; ++i) {
+    core::backend* b = p->pick({});
+    b->add_active(1);
+    held.push_back(b);
+  }
+  CHECK(bs[0]->active() >= 9);  // ties go round, so one either way
+  CHECK(bs[0]->active() <= 11);
+  CHECK(bs[0]->active() + bs[1]->active() == 50);
+  for (auto* b : held) b->add_active(-1);
 }
