@@ -1,0 +1,131 @@
+// The process's metrics: per-worker shards, control-plane state and the Prometheus exposition.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <prometheus/metric_family.h>
+#include <prometheus/registry.h>
+
+#include "sluice/core/backend.hpp"
+#include "sluice/metrics/worker_shard.hpp"
+
+namespace sluice::metrics {
+
+/// Names that become label values, in config order; indices into these vectors are what the
+/// hot path passes around.
+struct layout {
+  std::vector<std::string> listeners;
+  std::vector<std::string> clusters;
+  unsigned workers = 1;
+  bool enabled = true;  ///< false: the shards count nothing (benchmark baseline)
+};
+
+/// What the scrape needs to know about one current backend. Supplied at scrape time by the
+/// owner of the clusters (see registry::set_backends), so metrics needs no pool dependency.
+/// Health (draining, ejected, active checks) is read from the backend itself.
+struct backend_sample {
+  std::size_t cluster = 0;  ///< index into layout::clusters
+  const core::backend* backend = nullptr;
+  bool ready = true;  ///< in the published ready set the policy picks from
+};
+using backend_visitor = std::function<void(const backend_sample&)>;
+/// Calls the visitor once per current backend of every cluster.
+using backend_enumerator = std::function<void(const backend_visitor&)>;
+
+/// State of a cluster's discovery source.
+enum class discovery_state { static_config, connecting, watching, error };
+std::string_view to_string(discovery_state s) noexcept;
+
+/// Made once by the app after the runtime knows its worker count; lives until every worker
+/// has stopped. Thread-safety: shard(w) is for worker w (see worker_shard); every other member
+/// is safe from any thread. collect()/serialize() run on the scraping thread (the admin
+/// listener's control thread) and never block the workers.
+class registry {
+ public:
+  explicit registry(layout l);
+  ~registry();
+  registry(const registry&) = delete;
+  registry& operator=(const registry&) = delete;
+
+  const layout& shape() const noexcept { return layout_; }
+  bool enabled() const noexcept { return layout_.enabled; }
+  unsigned workers() const noexcept { return static_cast<unsigned>(shards_.size()); }
+
+  /// Worker w's shard (stable address). Throws std::out_of_range for w >= workers().
+  worker_shard& shard(unsigned w) { return *shards_.at(w); }
+  const worker_shard& shard(unsigned w) const { return *shards_.at(w); }
+
+  /// Where per-backend series come from (set once during wiring, before the first scrape).
+  void set_backends(backend_enumerator e);
+
+  // Control plane: discovery sources and reloads. Unknown cluster indices are ignored.
+  void set_discovery_state(std::size_t cluster, discovery_state s) noexcept;
+  void on_discovery_event(std::size_t cluster) noexcept;  ///< a watch event or a full reload
+  void on_discovery_invalid_entry(std::size_t cluster) noexcept;  ///< an unusable key skipped
+  discovery_state discovery(std::size_t cluster) const noexcept;
+  /// Seconds since the last discovery event of the cluster; nullopt when none yet.
+  std::optional<double> discovery_event_age(std::size_t cluster) const noexcept;
+
+  /// A configuration reload was attempted. Successes bump config_version().
+  void on_config_reload(bool success);
+  /// 1 for the configuration loaded at start, +1 for every successful reload.
+  std::uint64_t config_version() const noexcept {
+    return config_version_.load(std::memory_order_relaxed);
+  }
+
+  /// For control-plane metrics other modules add with prometheus-cpp's builders; their
+  /// families are exposed next to the built-in ones. Names must start with `sluice_`.
+  prometheus::Registry& prometheus() noexcept { return *prom_; }
+
+  /// Every family: the prometheus-cpp registry's and the merged shards/backends.
+  std::vector<prometheus::MetricFamily> collect() const;
+  /// Prometheus text exposition format (version 0.0.4) of collect().
+  std::string serialize() const;
+
+  /// Merged view of the shards (what the status page shows), summed over workers.
+  struct listener_totals {
+    std::uint64_t accepted = 0, active = 0, bytes_in = 0, bytes_out = 0;
+    std::array<std::uint64_t, 5> responses{};
+  };
+  struct cluster_totals {
+    std::array<std::uint64_t, 5> responses{};
+    std::uint64_t connect_failures = 0, retries = 0;
+    core::histogram_totals request, upstream;
+  };
+  struct backend_totals {
+    std::array<std::uint64_t, 5> responses{};
+    core::histogram_totals request, upstream;
+  };
+  listener_totals listener(std::size_t i) const;
+  cluster_totals cluster(std::size_t i) const;
+  static backend_totals backend(const core::backend& b);
+
+ private:
+  class collector;
+  struct discovery_slot {
+    std::atomic<int> state{0};
+    std::atomic<std::int64_t> last_event_ns{-1};  ///< steady clock; -1: none
+    std::atomic<std::uint64_t> invalid{0};
+  };
+
+  layout layout_;
+  std::vector<std::unique_ptr<worker_shard>> shards_;
+  std::unique_ptr<discovery_slot[]> discovery_;
+  std::atomic<std::uint64_t> config_version_{1};
+  std::shared_ptr<prometheus::Registry> prom_;
+  std::unique_ptr<collector> collector_;
+  std::chrono::system_clock::time_point started_;
+  struct reload_metrics;
+  std::unique_ptr<reload_metrics> reload_;
+};
+
+}  // namespace sluice::metrics

@@ -1,0 +1,191 @@
+#include "sluice/metrics/registry.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <thread>
+
+using namespace sluice;
+using namespace std::chrono_literals;
+
+namespace {
+
+metrics::layout two_workers() {
+  metrics::layout l;
+  l.listeners = {"web", "api"};
+  l.clusters = {"main", "other"};
+  l.workers = 2;
+  return l;
+}
+
+bool has_line(const std::string& text, const std::string& line) {
+  return text.find("\n" + line + "\n") != std::string::npos ||
+         text.rfind(line + "\n", 0) == 0;
+}
+
+const prometheus::MetricFamily* family(const std::vector<prometheus::MetricFamily>& fs,
+                                       const std::string& name) {
+  for (const auto& f : fs)
+    if (f.name == name) return &f;
+  return nullptr;
+}
+
+}  // namespace
+
+TEST_CASE("registry merges the worker shards", "[metrics]") {
+  metrics::registry r(two_workers());
+  REQUIRE(r.workers() == 2);
+  r.shard(0).on_connection_open(0);
+  r.shard(1).on_connection_open(0);
+  r.shard(1).on_connection_open(0);
+  r.shard(1).on_connection_close(0);
+  r.shard(0).on_request(0, 0, nullptr, 200, 1ms, 500us, 10, 100);
+  r.shard(1).on_request(0, 0, nullptr, 503, 20ms, 0ns, 20, 200);
+  r.shard(1).on_retry(0);
+
+  auto l = r.listener(0);
+  CHECK(l.accepted == 3);
+  CHECK(l.active == 2);
+  CHECK(l.bytes_in == 30);
+  CHECK(l.bytes_out == 300);
+  CHECK(l.responses[1] == 1);
+  CHECK(l.responses[4] == 1);
+  auto c = r.cluster(0);
+  CHECK(c.request.count() == 2);
+  CHECK(c.upstream.count() == 1);
+  CHECK(c.retries == 1);
+  CHECK(r.cluster(1).request.count() == 0);
+  CHECK_THROWS_AS(r.shard(2), std::out_of_range);
+}
+
+TEST_CASE("backend series are merged over workers and duplicate addresses", "[metrics]") {
+  metrics::registry r(two_workers());
+  auto a = std::make_shared<core::backend>(*core::resolve("127.0.0.1:8001"), 2);
+  auto dup = std::make_shared<core::backend>(*core::resolve("127.0.0.1:8001"), 1);
+  auto b = std::make_shared<core::backend>(*core::resolve("127.0.0.1:8002"), 1);
+  b->health().draining.store(true);
+  r.set_backends([&](const metrics::backend_visitor& visit) {
+    visit({0, a.get(), true});
+    visit({0, dup.get(), true});
+    visit({1, b.get(), false});
+    visit({7, b.get(), true});      // unknown cluster: ignored
+    visit({0, nullptr, true});      // no backend: ignored
+  });
+  r.shard(0).on_request(0, 0, a.get(), 200, 1ms, 1ms, 0, 0);
+  r.shard(1).on_request(0, 0, a.get(), 200, 1ms, 1ms, 0, 0);
+  r.shard(1).on_request(0, 0, dup.get(), 404, 1ms, 1ms, 0, 0);
+  a->add_active(2);
+
+  auto fams = r.collect();
+  const auto* req = family(fams, "sluice_backend_requests_total");
+  REQUIRE(req);
+  CHECK(req->metric.size() == 2 * 5);  // two (cluster, address) rows, five classes each
+  const auto text = r.serialize();
+  CHECK(has_line(text,
+                 "sluice_backend_requests_total{backend=\"127.0.0.1:8001\",cluster=\"main\",code=\"2xx\"} 2"));
+  CHECK(has_line(text,
+                 "sluice_backend_requests_total{backend=\"127.0.0.1:8001\",cluster=\"main\",code=\"4xx\"} 1"));
+  CHECK(has_line(text, "sluice_backend_active_requests{backend=\"127.0.0.1:8001\",cluster=\"main\"} 2"));
+  CHECK(has_line(text, "sluice_backend_weight{backend=\"127.0.0.1:8001\",cluster=\"main\"} 3"));
+  CHECK(has_line(text,
+                 "sluice_backend_health{backend=\"127.0.0.1:8002\",cluster=\"other\",state=\"draining\"} 1"));
+  CHECK(has_line(text,
+                 "sluice_backend_health{backend=\"127.0.0.1:8002\",cluster=\"other\",state=\"healthy\"} 0"));
+  CHECK(has_line(text, "sluice_backend_ready{backend=\"127.0.0.1:8002\",cluster=\"other\"} 0"));
+  CHECK(has_line(text,
+                 "sluice_backend_request_duration_seconds_count{backend=\"127.0.0.1:8001\",cluster=\"main\"} 3"));
+}
+
+TEST_CASE("text exposition of histograms is cumulative with +Inf and seconds", "[metrics]") {
+  metrics::layout l;
+  l.listeners = {"web"};
+  l.clusters = {"main"};
+  metrics::registry r(l);
+  auto& s = r.shard(0);
+  s.on_request(0, 0, nullptr, 200, 50us, 0ns, 0, 0);
+  s.on_request(0, 0, nullptr, 200, 300us, 0ns, 0, 0);
+  s.on_request(0, 0, nullptr, 200, 2min, 0ns, 0, 0);
+  const auto text = r.serialize();
+  INFO(text);
+  CHECK(has_line(text, "# TYPE sluice_cluster_request_duration_seconds histogram"));
+  CHECK(has_line(text, "sluice_cluster_request_duration_seconds_bucket{cluster=\"main\",le=\"0.0001\"} 1"));
+  CHECK(has_line(text, "sluice_cluster_request_duration_seconds_bucket{cluster=\"main\",le=\"0.00025\"} 1"));
+  CHECK(has_line(text, "sluice_cluster_request_duration_seconds_bucket{cluster=\"main\",le=\"0.0005\"} 2"));
+  CHECK(has_line(text, "sluice_cluster_request_duration_seconds_bucket{cluster=\"main\",le=\"60\"} 2"));
+  CHECK(has_line(text, "sluice_cluster_request_duration_seconds_bucket{cluster=\"main\",le=\"+Inf\"} 3"));
+  CHECK(has_line(text, "sluice_cluster_request_duration_seconds_count{cluster=\"main\"} 3"));
+  CHECK(has_line(text, "sluice_cluster_request_duration_seconds_sum{cluster=\"main\"} 120.00035"));
+  // No upstream sample: an empty histogram, still exposed.
+  CHECK(has_line(text, "sluice_cluster_upstream_duration_seconds_count{cluster=\"main\"} 0"));
+  CHECK(has_line(text, "sluice_downstream_requests_total{code=\"2xx\",listener=\"web\"} 3"));
+  CHECK(has_line(text, "# TYPE sluice_downstream_requests_total counter"));
+}
+
+TEST_CASE("every family is named by the conventions", "[metrics]") {
+  metrics::registry r(two_workers());
+  auto b = std::make_shared<core::backend>(*core::resolve("127.0.0.1:8001"), 1);
+  r.set_backends([&](const metrics::backend_visitor& visit) { visit({0, b.get(), true}); });
+  r.on_discovery_event(1);
+  for (const auto& f : r.collect()) {
+    INFO(f.name);
+    CHECK(f.name.rfind("sluice_", 0) == 0);
+    CHECK(!f.help.empty());
+    const bool total = f.name.size() > 6 && f.name.compare(f.name.size() - 6, 6, "_total") == 0;
+    CHECK(total == (f.type == prometheus::MetricType::Counter));
+  }
+}
+
+TEST_CASE("control-plane state: reloads and discovery", "[metrics]") {
+  metrics::registry r(two_workers());
+  CHECK(r.config_version() == 1);
+  r.on_config_reload(true);
+  r.on_config_reload(false);
+  CHECK(r.config_version() == 2);
+  CHECK(r.discovery(0) == metrics::discovery_state::static_config);
+  CHECK_FALSE(r.discovery_event_age(0));
+  r.set_discovery_state(1, metrics::discovery_state::watching);
+  r.on_discovery_event(1);
+  r.on_discovery_invalid_entry(1);
+  r.set_discovery_state(9, metrics::discovery_state::error);  // ignored
+  r.on_discovery_event(9);
+  CHECK(r.discovery(1) == metrics::discovery_state::watching);
+  REQUIRE(r.discovery_event_age(1));
+  CHECK(*r.discovery_event_age(1) >= 0);
+  CHECK(*r.discovery_event_age(1) < 60);
+  const auto text = r.serialize();
+  INFO(text);
+  CHECK(has_line(text, "sluice_config_reloads_total{result=\"success\"} 1"));
+  CHECK(has_line(text, "sluice_config_reloads_total{result=\"failure\"} 1"));
+  CHECK(has_line(text, "sluice_config_last_reload_successful 0"));
+  CHECK(has_line(text, "sluice_discovery_state{cluster=\"other\",state=\"watching\"} 1"));
+  CHECK(has_line(text, "sluice_discovery_state{cluster=\"main\",state=\"static\"} 1"));
+  CHECK(has_line(text, "sluice_discovery_invalid_entries_total{cluster=\"other\"} 1"));
+  CHECK(text.find("sluice_discovery_last_event_age_seconds{cluster=\"other\"}") != std::string::npos);
+  CHECK(text.find("sluice_discovery_last_event_age_seconds{cluster=\"main\"}") == std::string::npos);
+}
+
+TEST_CASE("scraping while workers count is safe and monotonic", "[metrics]") {
+  metrics::registry r(two_workers());
+  auto b = std::make_shared<core::backend>(*core::resolve("127.0.0.1:8001"), 1);
+  r.set_backends([&](const metrics::backend_visitor& visit) { visit({0, b.get(), true}); });
+  constexpr int n = 20000;
+  std::vector<std::thread> workers;
+  for (unsigned w = 0; w < 2; ++w)
+    workers.emplace_back([&, w] {
+      for (int i = 0; i < n; ++i) {
+        r.shard(w).on_connection_open(0);
+        r.shard(w).on_request(0, 0, b.get(), 200, 1ms, 1ms, 1, 1);
+        r.shard(w).on_connection_close(0);
+      }
+    });
+  std::uint64_t last = 0;
+  for (int i = 0; i < 50; ++i) {
+    auto t = r.cluster(0).request.count();
+    CHECK(t >= last);
+    last = t;
+    (void)r.serialize();
+  }
+  for (auto& t : workers) t.join();
+  CHECK(r.cluster(0).request.count() == 2u * n);
+  CHECK(r.listener(0).active == 0);
+  CHECK(metrics::registry::backend(*b).responses[1] == 2u * n);
+}

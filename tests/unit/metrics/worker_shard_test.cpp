@@ -1,0 +1,84 @@
+#include "sluice/metrics/worker_shard.hpp"
+
+#include <catch2/catch.hpp>
+
+using namespace sluice;
+using namespace std::chrono_literals;
+
+TEST_CASE("status_class", "[metrics]") {
+  CHECK(metrics::status_class(100) == 0);
+  CHECK(metrics::status_class(200) == 1);
+  CHECK(metrics::status_class(304) == 2);
+  CHECK(metrics::status_class(499) == 3);
+  CHECK(metrics::status_class(503) == 4);
+  CHECK(metrics::status_class(599) == 4);
+  CHECK(metrics::status_class(0) == -1);
+  CHECK(metrics::status_class(99) == -1);
+  CHECK(metrics::status_class(600) == -1);
+}
+
+TEST_CASE("worker_shard counts per listener, cluster and backend", "[metrics]") {
+  metrics::worker_shard s(2, 2, 1, true);
+  auto b = std::make_shared<core::backend>(*core::resolve("127.0.0.1:8001"), 1);
+  s.on_connection_open(1);
+  s.on_connection_open(1);
+  s.on_connection_close(1);
+  s.on_request(1, 0, b.get(), 200, 3ms, 2ms, 100, 1000);
+  s.on_request(1, 0, b.get(), 502, 1s, 0ns, 10, 20);
+  s.on_request(0, -1, nullptr, 404, 1ms, 0ns, 5, 6);
+  s.on_request(1, 0, nullptr, 0, 1ms, 0ns, 1, 0);  // no response sent
+  s.on_connect_failure(0);
+  s.on_retry(0);
+  s.on_retry(0);
+
+  const auto& l1 = s.listener(1);
+  CHECK(l1.accepted.load() == 2);
+  CHECK(l1.closed.load() == 1);
+  CHECK(l1.responses[1].load() == 1);
+  CHECK(l1.responses[4].load() == 1);
+  CHECK(l1.bytes_in.load() == 111);
+  CHECK(l1.bytes_out.load() == 1020);
+  CHECK(s.listener(0).responses[3].load() == 1);
+
+  const auto& c = s.cluster(0);
+  CHECK(c.responses[1].load() == 1);
+  CHECK(c.responses[4].load() == 1);
+  CHECK(c.connect_failures.load() == 1);
+  CHECK(c.retries.load() == 2);
+  core::histogram_totals req, up;
+  req.add(c.request);
+  up.add(c.upstream);
+  CHECK(req.count() == 3);  // the request without a response is still timed
+  CHECK(up.count() == 1);   // only the one with an upstream exchange
+  CHECK(up.sum_ns == 2'000'000);
+
+  const auto* w = b->worker_stats_if(2);
+  REQUIRE(w);
+  CHECK(w->responses[1].load() == 1);
+  CHECK(w->responses[4].load() == 1);
+  CHECK(b->worker_stats_if(0) == nullptr);
+}
+
+TEST_CASE("worker_shard ignores out-of-range indices", "[metrics]") {
+  metrics::worker_shard s(0, 1, 1, true);
+  s.on_connection_open(7);
+  s.on_connection_close(7);
+  s.on_request(9, 9, nullptr, 200, 1ms, 1ms, 1, 1);
+  s.on_request(0, -5, nullptr, 200, 1ms, 1ms, 1, 1);
+  s.on_connect_failure(3);
+  s.on_connect_failure(-1);
+  s.on_retry(3);
+  CHECK(s.listener(0).responses[1].load() == 1);
+  CHECK(s.cluster(0).responses[1].load() == 0);
+}
+
+TEST_CASE("a disabled worker_shard counts nothing", "[metrics]") {
+  metrics::worker_shard s(0, 1, 1, false);
+  auto b = std::make_shared<core::backend>(*core::resolve("127.0.0.1:8001"), 1);
+  s.on_connection_open(0);
+  s.on_request(0, 0, b.get(), 200, 1ms, 1ms, 1, 1);
+  s.on_retry(0);
+  CHECK(s.listener(0).accepted.load() == 0);
+  CHECK(s.cluster(0).responses[1].load() == 0);
+  CHECK(b->worker_stats_if(0) == nullptr);
+}
