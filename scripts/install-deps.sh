@@ -6,8 +6,11 @@ set -euo pipefail
 
 build_pkgs=(build-essential cmake ninja-build ccache pkg-config git
   libboost1.81-dev libyaml-cpp-dev prometheus-cpp-dev catch2 libssl-dev libnghttp2-dev)
-test_pkgs=(curl python3 procps)
-bench_pkgs=(nginx-light haproxy wrk)
+test_pkgs=(curl python3 procps openssl
+  prometheus    # promtool and a real Prometheus server (tests/integration/test_admin.py)
+  etcd-server etcd-client  # real etcd for discovery (tests/integration/test_etcd.py)
+  nodejs chromium)  # status page browser test (tests/e2e), with playwright-core from npm
+bench_pkgs=(nginx-light libnginx-mod-stream haproxy wrk)
 
 want=("${build_pkgs[@]}" "${test_pkgs[@]}")
 if [[ "${1:-}" == "--bench" ]]; then want+=("${bench_pkgs[@]}"); fi
@@ -19,15 +22,31 @@ for p in "${want[@]}"; do
   fi
 done
 
+# npm packages of the browser test go into tests/e2e/node_modules (tests/e2e/package.json).
+install_e2e_node_modules() {
+  local e2e
+  e2e="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/e2e"
+  if [[ -d "$e2e/node_modules/playwright-core" ]]; then return 0; fi
+  if ! command -v npm >/dev/null; then
+    # Debian's nodejs ships npm separately; other nodejs builds bundle it.
+    $SUDO apt-get install -y -qq --no-install-recommends npm >/dev/null
+  fi
+  echo "install-deps: npm install in tests/e2e"
+  (cd "$e2e" && npm install --no-audit --no-fund --silent)
+}
+
+SUDO=""
+if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
+
 if ((${#missing[@]} == 0)); then
   echo "install-deps: everything is installed"
+  install_e2e_node_modules
   exit 0
 fi
 
 echo "install-deps: installing ${missing[*]}"
-SUDO=""
-if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+install_e2e_node_modules
 echo "install-deps: done"

@@ -171,8 +171,7 @@ class EtcdDiscoveryTest(h.SluiceTestCase):
         # Longer than the registrations' TTL: without etcd nothing can expire.
         for _ in range(3):
             self.assertEqual(self.served_by(), {"a", "c"})
-        h.wait_until(lambda: len(self.sluice.lines()) and any("attempt 2" in l for l in self.sluice.lines()),
-                     DEADLINE, message="a second reconnect attempt")
+        self.sluice.wait_for_line(r"cluster main: etcd .*\(attempt 2\)", timeout=DEADLINE)
         self.assertEqual(self.served_by(), {"a", "c"})
 
     def test_7_etcd_restarted_changes_are_picked_up(self):
