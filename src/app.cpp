@@ -9,6 +9,8 @@
 #include "http/proxy.hpp"
 #include "net/runtime.hpp"
 #include "sluice/core/address.hpp"
+#include "sluice/discovery/etcd_source.hpp"
+#include "sluice/health/monitor.hpp"
 #include "sluice/http/router.hpp"
 #include "sluice/log/access_log.hpp"
 #include "sluice/log/log.hpp"
@@ -39,8 +41,6 @@ std::vector<std::string> preflight(const config::config& cfg) {
   std::vector<std::string> errors;
   for (const auto& c : cfg.clusters) {
     resolve_endpoints(c, &errors);
-    if (c.discovery)
-      errors.push_back("cluster " + c.name + ": discovery.etcd is not supported by this build yet");
     if (c.protocol != config::upstream_protocol::http1)
       errors.push_back("cluster " + c.name + ": protocol other than http1 is not supported yet");
   }
@@ -90,6 +90,27 @@ int run(const config::config& cfg) {
   };
 
   net::runtime rt(cfg.workers);
+
+  // Health monitors run on the control thread too and follow membership changes by themselves.
+  // Declared after `rt`, so they are destroyed before it.
+  std::vector<std::unique_ptr<health::monitor>> monitors;
+  for (const auto& cl : clusters) monitors.push_back(health::make_monitor(rt.control(), cl));
+
+  // Discovery runs on the control thread; each source delivers the cluster's whole endpoint set
+  // (its static endpoints merged with the discovered ones).
+  std::vector<std::unique_ptr<discovery::etcd_source>> sources;
+  for (std::size_t i = 0; i < cfg.clusters.size(); ++i) {
+    if (!cfg.clusters[i].discovery) continue;
+    std::string derr;
+    auto src = discovery::make_etcd_source(
+        rt.control(), cfg.clusters[i],
+        [cl = clusters[i]](std::vector<pool::endpoint> eps) { cl->update(eps); }, &derr);
+    if (!src) {
+      SLUICE_LOG(error, derr);
+      return 1;
+    }
+    sources.push_back(std::move(src));
+  }
   std::vector<std::shared_ptr<http::worker_state>> workers;
   for (unsigned w = 0; w < rt.workers(); ++w)
     workers.push_back(http::make_worker_state(rt.io(w), clusters, access));
@@ -118,6 +139,9 @@ int run(const config::config& cfg) {
   }
 
   rt.on_drain([&] {
+    // Control-thread timers (watches, probes) must stop, else the control loop never runs dry.
+    for (auto& s : sources) s->stop();
+    for (auto& m : monitors) m->stop();
     for (unsigned w = 0; w < rt.workers(); ++w)
       boost::asio::post(rt.io(w), [ws = workers[w]] { http::drain(*ws); });
   });
@@ -134,7 +158,10 @@ int run(const config::config& cfg) {
   rt.on_sighup([] { SLUICE_LOG(warn, "SIGHUP: configuration reload is not supported yet; ignored"); });
 
   SLUICE_LOG(info, "sluice " SLUICE_VERSION " started, " << rt.workers() << " worker(s)");
+  for (auto& s : sources) s->start();
   int rc = rt.run(cfg.drain_timeout);
+  sources.clear();
+  monitors.clear();
   workers.clear();
   return rc;
 }

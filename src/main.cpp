@@ -8,6 +8,7 @@
 
 #include "app.hpp"
 #include "sluice/config/loader.hpp"
+#include "sluice/discovery/register.hpp"
 
 namespace {
 
@@ -16,6 +17,7 @@ constexpr const char* default_config = "/etc/sluice/sluice.yaml";
 void usage(std::FILE* out) {
   std::fprintf(out,
                "usage: sluice [-c FILE] [-t] [--version] [--help]\n"
+               "       sluice register --etcd HOST:PORT[,...] --prefix /nodes/ --address HOST:PORT [--ttl 5]\n"
                "\n"
                "  -c, --config FILE  configuration file (default %s)\n"
                "  -t, --test         check the configuration and exit (0 when valid; errors as\n"
@@ -30,6 +32,8 @@ void usage(std::FILE* out) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc > 1 && std::string_view(argv[1]) == "register")
+    return sluice::discovery::run_register(argc - 1, argv + 1);
   std::string config_path = default_config;
   bool test_only = false;
   for (int i = 1; i < argc; ++i) {

@@ -155,6 +155,9 @@ int runtime::run(std::chrono::milliseconds drain_timeout) {
       for (auto& io : ios_) io->stop();
       control_guard.reset();
       other_signals.cancel();
+      // Control-plane listeners and timers (admin accept, probes, watches) may still hold
+      // work; once drained nothing on the control thread matters any more.
+      control_.stop();
       return;
     }
     poll.expires_after(std::chrono::milliseconds(20));
