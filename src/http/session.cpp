@@ -1,0 +1,1444 @@
+// The HTTP/1.1 reverse-proxy session: one coroutine per downstream connection, on its worker's
+// io_context (single-threaded: nothing here locks).
+#include "proxy.hpp"
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <charconv>
+#include <chrono>
+#include <cstring>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/status.hpp>
+
+#include "request_head.hpp"
+#include "sluice/balance/policy.hpp"
+#include "sluice/http/forwarding.hpp"
+#include "sluice/http/router.hpp"
+#include "sluice/log/log.hpp"
+#include "sluice/pool/lease.hpp"
+#include "upstream_pool.hpp"
+
+namespace sluice::http {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+using tcp = asio::ip::tcp;
+using steady = std::chrono::steady_clock;
+using boost::system::error_code;
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+constexpr std::size_t read_chunk = 16 * 1024;      // downstream/upstream head reads
+constexpr std::size_t relay_size = 32 * 1024;      // body relay buffer
+constexpr std::size_t response_header_limit = 64 * 1024;
+constexpr unsigned max_tries_cap = 16;
+
+class session;
+
+std::chrono::milliseconds positive_min(std::chrono::milliseconds a, std::chrono::milliseconds b) {
+  if (a <= 0ms) return b;
+  if (b <= 0ms) return a;
+  return std::min(a, b);
+}
+
+tcp::endpoint endpoint_of(const core::address& a) {
+  tcp::endpoint ep;
+  std::memcpy(ep.data(), &a.storage, a.length);
+  ep.resize(a.length);
+  return ep;
+}
+
+void set_nodelay(tcp::socket& s) {
+  error_code ec;
+  s.set_option(tcp::no_delay(true), ec);
+}
+
+void append_number(std::string& out, std::uint64_t v) {
+  char buf[24];
+  auto r = std::to_chars(buf, buf + sizeof buf, v);
+  out.append(buf, r.ptr);
+}
+
+std::string_view status_text(unsigned status) {
+  auto s = bhttp::obsolete_reason(static_cast<bhttp::status>(status));
+  return {s.data(), s.size()};
+}
+
+// "Name: value" for a cookie in a Cookie header, for ring_hash on a cookie.
+std::string_view find_cookie(std::string_view header, std::string_view name) {
+  while (!header.empty()) {
+    auto semi = header.find(';');
+    auto item = header.substr(0, semi);
+    while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
+    if (item.size() > name.size() && item.substr(0, name.size()) == name &&
+        item[name.size()] == '=')
+      return item.substr(name.size() + 1);
+    if (semi == std::string_view::npos) break;
+    header.remove_prefix(semi + 1);
+  }
+  return {};
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+
+class worker_state {
+ public:
+  worker_state(asio::io_context& io, const std::vector<std::shared_ptr<pool::cluster>>& clusters,
+               std::shared_ptr<log::access_log> access_log)
+      : io_(io), clusters_(clusters), access_(std::move(access_log)), tick_(io) {
+    caches_.reserve(clusters_.size());
+    for (auto& c : clusters_) {
+      caches_.emplace_back(*c);
+      const auto& t = c->config().timeouts;
+      min_cluster_timeout_ =
+          positive_min(min_cluster_timeout_, positive_min(t.connect, positive_min(t.read, t.write)));
+    }
+  }
+
+  void start_tick(const std::shared_ptr<worker_state>& self) {
+    std::weak_ptr<worker_state> weak = self;
+    tick_.expires_after(1s);
+    tick_.async_wait([weak](error_code ec) {
+      auto w = weak.lock();
+      if (ec || !w) return;
+      w->on_tick();
+      if (!w->stopped_) w->start_tick(w);
+    });
+  }
+
+  void on_tick() {
+    flush_access_log();
+    pool_.sweep(steady::now());
+    if (draining_ && active_.load(std::memory_order_relaxed) == 0) stopped_ = true;
+  }
+
+  void flush_access_log() {
+    if (access_.enabled()) access_.flush();
+  }
+
+  void link(session* s);
+  void unlink(session* s);
+  void drain();
+
+  asio::io_context& io_;
+  std::vector<std::shared_ptr<pool::cluster>> clusters_;
+  std::vector<pool::snapshot_cache> caches_;
+  upstream_pool pool_;
+  log::access_log::writer access_;
+  asio::steady_timer tick_;
+  session* sessions_ = nullptr;  // intrusive list of live sessions, for drain
+  std::atomic<std::size_t> active_{0};
+  bool draining_ = false;
+  bool stopped_ = false;
+  std::chrono::milliseconds min_cluster_timeout_{0};
+};
+
+// ---------------------------------------------------------------------------------------------
+
+namespace {
+
+enum class body_kind { none, length, chunked };
+
+// How an attempt on one upstream went.
+enum class attempt { done, failed, close };
+
+class session : public std::enable_shared_from_this<session> {
+ public:
+  session(tcp::socket socket, std::shared_ptr<const listener_state> listener,
+          std::shared_ptr<worker_state> worker)
+      : down_(std::move(socket)),
+        listener_(std::move(listener)),
+        worker_(std::move(worker)),
+        limits_(listener_->cfg->limits),
+        timeouts_(listener_->cfg->timeouts),
+        timer_(down_.get_executor()) {
+    worker_->link(this);
+    worker_->active_.fetch_add(1, std::memory_order_relaxed);
+    const auto& t = timeouts_;
+    min_timeout_ = positive_min(worker_->min_cluster_timeout_,
+                                positive_min(positive_min(t.header, t.idle),
+                                             positive_min(t.body, t.send)));
+    if (min_timeout_ <= 0ms) min_timeout_ = 1s;
+  }
+
+  ~session() {
+    worker_->unlink(this);
+    worker_->active_.fetch_sub(1, std::memory_order_relaxed);
+  }
+
+  void start() {
+    set_nodelay(down_);
+    error_code ec;
+    auto ep = down_.remote_endpoint(ec);
+    if (!ec) {
+      auto a = ep.address();
+      if (a.is_v6() && a.to_v6().is_v4_mapped()) a = asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6());
+      client_ip_ = a.to_string();
+    }
+    auto self = shared_from_this();
+    asio::co_spawn(down_.get_executor(), watchdog(self), asio::detached);
+    asio::co_spawn(down_.get_executor(), run(self), asio::detached);
+  }
+
+  // Drain: an idle keep-alive connection closes now; a busy one after its current exchange.
+  void drain_now() {
+    if (idle_) {
+      drain_closed_ = true;
+      error_code ec;
+      down_.cancel(ec);
+    }
+  }
+
+  session* prev_ = nullptr;
+  session* next_ = nullptr;
+
+ private:
+  // ---- timeouts ------------------------------------------------------------------------------
+  // One deadline per session, re-set before each I/O (a store, no syscall). The watchdog never
+  // needs re-arming early: it wakes at least every `min_timeout_`, and no deadline set later can
+  // be nearer than that.
+  void set_deadline(std::chrono::milliseconds d) {
+    timed_out_ = false;
+    deadline_ = d > 0ms ? steady::now() + d : steady::time_point::max();
+  }
+  bool timed_out(const error_code& ec) const {
+    return timed_out_ && ec == asio::error::operation_aborted;
+  }
+  // The body half of a streamed exchange runs beside the response half: its own deadline.
+  void set_body_deadline(std::chrono::milliseconds d) {
+    body_timed_out_ = false;
+    body_deadline_ = d > 0ms ? steady::now() + d : steady::time_point::max();
+  }
+  bool body_timed_out(const error_code& ec) const {
+    return body_timed_out_ && ec == asio::error::operation_aborted;
+  }
+
+  asio::awaitable<void> watchdog(std::shared_ptr<session> self) {
+    while (!closed_) {
+      auto now = steady::now();
+      if (now >= deadline_) {
+        timed_out_ = true;
+        deadline_ = steady::time_point::max();
+        error_code ec;
+        down_.cancel(ec);
+        if (up_) up_->socket.cancel(ec);
+      }
+      if (now >= body_deadline_) {
+        body_timed_out_ = true;
+        body_deadline_ = steady::time_point::max();
+        error_code ec;
+        down_.cancel(ec);
+        if (up_) up_->socket.cancel(ec);
+      }
+      auto next = std::min(deadline_, body_deadline_);
+      auto at = next - now < min_timeout_ ? next : now + min_timeout_;
+      timer_.expires_at(at);
+      co_await timer_.async_wait(use_tuple);
+    }
+  }
+
+  // ---- main loop -----------------------------------------------------------------------------
+  asio::awaitable<void> run(std::shared_ptr<session> self) {
+    bool first = true;
+    for (;;) {
+      if (!co_await read_head(first)) break;
+      first = false;
+      bool keep = co_await handle();
+      write_access_log();
+      req_.reset();
+      if (!keep) break;
+    }
+    closed_ = true;
+    error_code ec;
+    down_.shutdown(tcp::socket::shutdown_send, ec);
+    down_.close(ec);
+    up_.reset();
+    timer_.cancel();
+  }
+
+  // Reads and vets the next request head. False: close the connection (any error answer has
+  // been sent already).
+  asio::awaitable<bool> read_head(bool first) {
+    req_.emplace();
+    prepare(*req_, limits_);
+    reset_request_log();
+    // The first request must arrive within the header timeout; later ones get the keep-alive
+    // idle timeout until their first byte, then the header timeout for the rest of the head.
+    set_deadline(first ? timeouts_.header : timeouts_.idle);
+    bool header_deadline = first;
+    for (;;) {
+      if (down_buf_.size() > 0) {
+        auto view = std::string_view(static_cast<const char*>(down_buf_.data().data()),
+                                     down_buf_.size());
+        auto r = feed_head(*req_, view, limits_);
+        if (r.what == head_result::state::done) {
+          down_buf_.consume(r.head_size);
+          target_ = r.target;
+          co_return true;
+        }
+        if (r.what == head_result::state::reject) {
+          log_time_ = std::chrono::system_clock::now();
+          start_ = steady::now();
+          co_await send_simple(r.status, false);
+          co_return false;
+        }
+        if (!header_deadline) {
+          header_deadline = true;
+          set_deadline(timeouts_.header);
+        }
+      } else if (worker_->draining_ && !first) {
+        co_return false;
+      }
+      idle_ = down_buf_.size() == 0;
+      auto [ec, n] = co_await down_.async_read_some(down_buf_.prepare(read_chunk), use_tuple);
+      idle_ = false;
+      if (ec) {
+        if (timed_out(ec) && down_buf_.size() > 0) {
+          log_time_ = std::chrono::system_clock::now();
+          start_ = steady::now();
+          co_await send_simple(408, false);
+        }
+        co_return false;
+      }
+      if (drain_closed_) co_return false;
+      down_buf_.commit(n);
+    }
+  }
+
+  // Serves the request whose head is in req_. Returns whether to keep the connection.
+  asio::awaitable<bool> handle() {
+    auto& p = *req_;
+    auto& req = p.get();
+    ++requests_;
+    start_ = steady::now();
+    log_time_ = std::chrono::system_clock::now();
+    has_request_ = true;
+    keep_alive_ = p.keep_alive() && requests_ < limits_.max_keepalive_requests;
+    if (p.is_done())
+      body_ = body_kind::none;
+    else if (p.chunked())
+      body_ = body_kind::chunked;
+    else {
+      body_ = body_kind::length;
+      body_length_ = p.content_length().value_or(0);
+    }
+    body_in_memory_ = body_ == body_kind::none ||
+                      (body_ == body_kind::length && down_buf_.size() >= body_length_);
+    body_complete_ = body_in_memory_;
+
+    std::string_view host = target_.form == target_form::absolute
+                                ? target_.authority
+                                : std::string_view(req[bhttp::field::host]);
+    int idx = listener_->routes ? listener_->routes->match(host, target_.path) : -1;
+    if (idx < 0) {
+      skip_request_body();
+      co_await send_simple(404, keep_alive_);
+      co_return keep_alive_;
+    }
+    const auto& route = listener_->cfg->routes[static_cast<std::size_t>(idx)];
+    if (route.direct) {
+      skip_request_body();
+      co_await send_direct(*route.direct);
+      co_return keep_alive_;
+    }
+    int ci = static_cast<std::size_t>(idx) < listener_->route_cluster.size()
+                 ? listener_->route_cluster[static_cast<std::size_t>(idx)]
+                 : -1;
+    if (ci < 0 || static_cast<std::size_t>(ci) >= worker_->caches_.size()) {
+      skip_request_body();
+      co_await send_simple(500, keep_alive_);
+      co_return keep_alive_;
+    }
+    co_return co_await proxy(worker_->caches_[static_cast<std::size_t>(ci)]);
+  }
+
+  // A request answered locally: drop a body already in memory, else close after answering.
+  void skip_request_body() {
+    if (body_ == body_kind::none) return;
+    if (body_in_memory_) {
+      down_buf_.consume(body_length_);
+      return;
+    }
+    keep_alive_ = false;
+  }
+
+  // ---- proxying ------------------------------------------------------------------------------
+  asio::awaitable<bool> proxy(pool::snapshot_cache& cache) {
+    auto snap = cache.hold();
+    const auto& ccfg = cache.owner().config();
+    auto& req = req_->get();
+    build_upstream_head();
+
+    balance::pick_context ctx;
+    if (ccfg.policy == config::policy_kind::ring_hash) ctx.hash = request_hash(ccfg.hash);
+    std::array<core::backend*, max_tries_cap> tried{};
+    std::size_t ntried = 0;
+    unsigned max_tries = std::clamp<unsigned>(ccfg.max_tries, 1, max_tries_cap);
+    bool idempotent = is_idempotent({req.method_string().data(), req.method_string().size()});
+    unsigned fail_status = 0;
+    body_streamed_ = false;
+
+    while (ntried < max_tries) {
+      ctx.exclude = std::span<core::backend* const>(tried.data(), ntried);
+      core::backend* b = snap->pick(ctx);
+      if (!b) break;
+      tried[ntried++] = b;
+      pool::lease lease(*b);
+      upstream_addr_ = b->name();
+      bool fresh_only = false;
+      for (;;) {  // at most twice: a stale pooled connection, then a fresh one
+        b->stats().requests.fetch_add(1, std::memory_order_relaxed);
+        auto up_start = steady::now();
+        std::shared_ptr<upstream_conn> conn = fresh_only ? nullptr : worker_->pool_.take(b);
+        bool reused = conn != nullptr;
+        if (!conn) {
+          conn = std::make_shared<upstream_conn>(down_.get_executor());
+          conn->backend = b;
+          up_ = conn;
+          set_deadline(ccfg.timeouts.connect);
+          auto [ec] = co_await conn->socket.async_connect(endpoint_of(b->addr()), use_tuple);
+          if (ec) {
+            bool to = timed_out(ec);
+            up_.reset();
+            lease.report(pool::outcome::connect_failure);
+            SLUICE_LOG(warn, "upstream " << b->name() << " connect "
+                                         << (to ? "timed out" : "failed: " + ec.message())
+                                         << " (cluster " << ccfg.name << ")");
+            fail_status = to ? 504 : 502;
+            break;  // next backend
+          }
+          set_nodelay(conn->socket);
+        }
+        up_ = conn;
+        bool stale = false;
+        auto r = co_await exchange(*conn, ccfg, lease, reused, stale, fail_status);
+        upstream_seconds_ = std::chrono::duration<double>(steady::now() - up_start).count();
+        if (r == attempt::done) {
+          if (reuse_upstream_) {
+            conn->keep = snap;
+            up_.reset();
+            worker_->pool_.put(std::move(conn), ccfg.pool.max_idle, ccfg.pool.idle_timeout);
+          }
+          up_.reset();
+          if (body_in_memory_ && body_ == body_kind::length) down_buf_.consume(body_length_);
+          co_return keep_alive_;
+        }
+        up_.reset();
+        if (r == attempt::close) co_return false;
+        // Failed before any response byte reached the client.
+        bool replayable = body_in_memory_ && !body_streamed_ && idempotent;
+        if (stale && replayable && !fresh_only) {
+          fresh_only = true;  // the pooled connection was closed under us: same backend, fresh
+          continue;
+        }
+        if (!replayable) {
+          co_await fail(fail_status ? fail_status : 502);
+          co_return false;
+        }
+        break;  // next backend
+      }
+    }
+    if (ntried == 0) {
+      SLUICE_LOG(warn, "no backend available in cluster " << ccfg.name);
+      skip_request_body();
+      co_await send_simple(503, keep_alive_);
+      co_return keep_alive_;
+    }
+    co_return co_await fail(fail_status ? fail_status : 502);
+  }
+
+  // Every attempt failed before the response started.
+  asio::awaitable<bool> fail(unsigned status) {
+    if (body_streamed_) keep_alive_ = false;
+    else skip_request_body();
+    co_await send_simple(status, keep_alive_);
+    co_return keep_alive_;
+  }
+
+  std::uint64_t request_hash(const config::hash_on& h) {
+    auto& req = req_->get();
+    switch (h.what) {
+      case config::hash_on::kind::client_ip: return balance::hash_key(client_ip_);
+      case config::hash_on::kind::header: {
+        auto v = req[h.name];
+        return balance::hash_key({v.data(), v.size()});
+      }
+      case config::hash_on::kind::cookie: {
+        for (const auto& f : req) {
+          if (f.name() != bhttp::field::cookie) continue;
+          auto v = find_cookie({f.value().data(), f.value().size()}, h.name);
+          if (!v.empty()) return balance::hash_key(v);
+        }
+        return balance::hash_key(client_ip_);
+      }
+    }
+    return 0;
+  }
+
+  // The request head sent upstream, built once per request (attempts reuse it).
+  void build_upstream_head() {
+    auto& p = *req_;
+    auto& req = p.get();
+    auto& h = up_head_;
+    h.clear();
+    h.append(req.method_string().data(), req.method_string().size());
+    h += ' ';
+    if (target_.form == target_form::absolute)
+      h += target_.origin;
+    else
+      h.append(req.target().data(), req.target().size());
+    h += " HTTP/1.1\r\n";
+
+    // Does a Connection field name anything beyond close/keep-alive/upgrade? Then every other
+    // field must be checked against it.
+    bool connection_names = false;
+    for (const auto& f : req) {
+      if (f.name() != bhttp::field::connection) continue;
+      std::string_view v(f.value().data(), f.value().size());
+      while (!v.empty()) {
+        auto comma = v.find(',');
+        auto t = v.substr(0, comma);
+        while (!t.empty() && (t.front() == ' ' || t.front() == '\t')) t.remove_prefix(1);
+        while (!t.empty() && (t.back() == ' ' || t.back() == '\t')) t.remove_suffix(1);
+        if (!t.empty() && !beast::iequals(t, "close") && !beast::iequals(t, "keep-alive") &&
+            !beast::iequals(t, "upgrade"))
+          connection_names = true;
+        if (comma == std::string_view::npos) break;
+        v.remove_prefix(comma + 1);
+      }
+    }
+    auto named_by_connection = [&](std::string_view name) {
+      for (const auto& f : req)
+        if (f.name() == bhttp::field::connection &&
+            token_list_contains({f.value().data(), f.value().size()}, name))
+          return true;
+      return false;
+    };
+
+    std::string_view host;
+    xff_.clear();
+    fwd_.clear();
+    bool forwarded = listener_->cfg->forwarded;
+    upgrade_ = p.upgrade();
+    for (const auto& f : req) {
+      std::string_view name(f.name_string().data(), f.name_string().size());
+      std::string_view value(f.value().data(), f.value().size());
+      switch (f.name()) {
+        case bhttp::field::connection:
+        case bhttp::field::keep_alive:
+        case bhttp::field::proxy_connection:
+        case bhttp::field::te:
+        case bhttp::field::trailer:
+        case bhttp::field::transfer_encoding:
+        case bhttp::field::upgrade:
+        case bhttp::field::content_length:
+        case bhttp::field::expect:
+          continue;
+        case bhttp::field::host:
+          host = value;
+          if (target_.form == target_form::absolute) continue;
+          break;
+        case bhttp::field::forwarded:
+          if (!forwarded) break;
+          if (!fwd_.empty()) fwd_ += ", ";
+          fwd_ += value;
+          continue;
+        default:
+          if (f.name() == bhttp::field::unknown && name.size() > 12 &&
+              beast::iequals(name.substr(0, 12), "x-forwarded-")) {
+            auto rest = name.substr(12);
+            if (beast::iequals(rest, "for")) {
+              if (!xff_.empty()) xff_ += ", ";
+              xff_ += value;
+              continue;
+            }
+            if (beast::iequals(rest, "proto") || beast::iequals(rest, "host")) continue;
+          }
+          if (connection_names && named_by_connection(name)) continue;
+          break;
+      }
+      h += name;
+      h += ": ";
+      h += value;
+      h += "\r\n";
+    }
+    if (target_.form == target_form::absolute) {
+      host = target_.authority;
+      h += "Host: ";
+      h += host;
+      h += "\r\n";
+    }
+    h += "X-Forwarded-For: ";
+    if (!xff_.empty()) {
+      h += xff_;
+      h += ", ";
+    }
+    h += client_ip_;
+    h += "\r\nX-Forwarded-Proto: http\r\n";
+    if (!host.empty()) {
+      h += "X-Forwarded-Host: ";
+      h += host;
+      h += "\r\n";
+    }
+    if (forwarded) {
+      h += "Forwarded: ";
+      if (!fwd_.empty()) {
+        h += fwd_;
+        h += ", ";
+      }
+      append_forwarded_element(h, client_ip_, host);
+      h += "\r\n";
+    }
+    if (upgrade_) {
+      auto u = req[bhttp::field::upgrade];
+      h += "Connection: upgrade\r\nUpgrade: ";
+      h.append(u.data(), u.size());
+      h += "\r\n";
+    }
+    switch (body_) {
+      case body_kind::none:
+        if (p.content_length()) h += "Content-Length: 0\r\n";
+        break;
+      case body_kind::length:
+        h += "Content-Length: ";
+        append_number(h, body_length_);
+        h += "\r\n";
+        break;
+      case body_kind::chunked: h += "Transfer-Encoding: chunked\r\n"; break;
+    }
+    h += "\r\n";
+    expect_continue_ = false;
+    if (body_ != body_kind::none && !body_in_memory_ && req.version() == 11) {
+      auto e = req[bhttp::field::expect];
+      expect_continue_ = beast::iequals(e, "100-continue");
+    }
+  }
+
+  // One attempt on one upstream connection. `fail_status` gets 502/504 on failure; `stale` is
+  // set when a reused connection failed before any response byte (worth one fresh retry).
+  asio::awaitable<attempt> exchange(upstream_conn& conn, const config::cluster& ccfg,
+                                    pool::lease& lease, bool reused, bool& stale,
+                                    unsigned& fail_status) {
+    auto* b = conn.backend;
+    reuse_upstream_ = false;
+    // 1. Head, plus the body when it is already in memory, in one write.
+    set_deadline(ccfg.timeouts.write);
+    {
+      std::array<asio::const_buffer, 2> bufs{
+          asio::buffer(up_head_),
+          asio::buffer(down_buf_.data().data(),
+                       body_in_memory_ && body_ == body_kind::length ? body_length_ : 0)};
+      auto [ec, n] = co_await asio::async_write(conn.socket, bufs, use_tuple);
+      if (ec) {
+        stale = reused && !timed_out(ec);
+        co_return upstream_failed(stale ? nullptr : &lease, b, ec, "writing the request",
+                                  fail_status);
+      }
+    }
+    if (body_in_memory_) {
+      body_complete_ = true;
+      body_done_ = true;
+      co_return co_await receive(conn, ccfg, lease, reused, stale, fail_status);
+    }
+    // 2. A streamed body, relayed while the response is read: an upstream may answer (and a
+    // streaming one like an echo service must) before the whole body is in.
+    body_streamed_ = true;
+    if (expect_continue_) {
+      set_deadline(timeouts_.send);
+      static constexpr std::string_view cont = "HTTP/1.1 100 Continue\r\n\r\n";
+      auto [ec, n] = co_await asio::async_write(down_, asio::buffer(cont), use_tuple);
+      if (ec) co_return attempt::close;
+    }
+    body_done_ = false;
+    body_status_ = 0;
+    body_up_failed_ = false;
+    cancelled_by_body_ = false;
+    cancelled_by_response_ = false;
+    response_started_ = false;
+    {
+      using namespace asio::experimental::awaitable_operators;
+      auto [unused, r] = co_await (send_body(conn, ccfg) &&
+                                   receive(conn, ccfg, lease, reused, stale, fail_status));
+      stale = false;  // a streamed body cannot be replayed anyway
+      if (body_status_ != 0) {  // the client failed: timeout, bad chunk, too large, gone
+        if (!response_started_ && body_status_ >= 400) co_await send_simple(body_status_, false);
+        co_return attempt::close;
+      }
+      if (r == attempt::failed && body_up_failed_ && fail_status == 0) fail_status = 502;
+      co_return r;
+    }
+  }
+
+  // The body half of a streamed exchange. Never writes to the client: failures are left in
+  // body_status_ (client side) or body_up_failed_ (upstream side).
+  asio::awaitable<int> send_body(upstream_conn& conn, const config::cluster& ccfg) {
+    auto r = body_ == body_kind::length ? co_await relay_length_request(conn, ccfg)
+                                        : co_await relay_chunked_request(conn, ccfg);
+    body_done_ = true;
+    body_deadline_ = steady::time_point::max();
+    if (cancelled_by_response_) co_return 0;
+    if (r == relay::client_failed) {
+      if (body_status_ == 0) body_status_ = 1;
+      cancelled_by_body_ = true;
+      error_code ec;
+      conn.socket.close(ec);  // closed, not cancelled: the response half may not be waiting yet
+    } else if (r == relay::upstream_failed) {
+      body_up_failed_ = true;
+    }
+    co_return 0;
+  }
+
+  // Reads the response head and relays the response. With a streamed body still in flight when
+  // the response is over, the body is abandoned and the client connection will close.
+  asio::awaitable<attempt> receive(upstream_conn& conn, const config::cluster& ccfg,
+                                   pool::lease& lease, bool reused, bool& stale,
+                                   unsigned& fail_status) {
+    auto r = co_await receive_response(conn, ccfg, lease, reused, stale, fail_status);
+    if (!body_done_) {
+      cancelled_by_response_ = true;
+      keep_alive_ = false;
+      reuse_upstream_ = false;
+      error_code ec;
+      down_.cancel(ec);  // the body half checks cancelled_by_response_ before each read
+      conn.socket.close(ec);
+    }
+    if (!body_complete_) {
+      keep_alive_ = false;
+      reuse_upstream_ = false;
+    }
+    co_return r;
+  }
+
+  asio::awaitable<attempt> receive_response(upstream_conn& conn, const config::cluster& ccfg,
+                                            pool::lease& lease, bool reused, bool& stale,
+                                            unsigned& fail_status) {
+    auto* b = conn.backend;
+    // 3. The response head (skipping interim 1xx responses).
+    bool got_any = false;
+    res_.emplace();
+    prepare_response_parser();
+    set_deadline(ccfg.timeouts.read);
+    std::size_t head_size = 0;
+    for (;;) {
+      if (conn.buffer.size() > 0) {
+        got_any = true;
+        error_code ec;
+        auto n = res_->put(conn.buffer.data(), ec);
+        if (!ec && res_->is_header_done()) {
+          auto raw = std::string_view(static_cast<const char*>(conn.buffer.data().data()), n);
+          if (!check_response_head(res_->get().base(), raw)) {
+            ec = bhttp::error::bad_transfer_encoding;
+          } else {
+            head_size = n;
+            unsigned s = res_->get().result_int();
+            if (s >= 100 && s < 200 && s != 101) {
+              conn.buffer.consume(n);
+              res_.emplace();
+              prepare_response_parser();
+              continue;
+            }
+            break;
+          }
+        }
+        if (ec && ec != bhttp::error::need_more) {
+          lease.report(pool::outcome::reset);
+          SLUICE_LOG(warn, "upstream " << b->name() << " sent a malformed response: "
+                                       << ec.message());
+          fail_status = 502;
+          co_return attempt::failed;
+        }
+      }
+      if (cancelled_by_body_) co_return attempt::close;
+      auto [ec, n] = co_await conn.socket.async_read_some(conn.buffer.prepare(read_chunk), use_tuple);
+      if (ec) {
+        if (cancelled_by_body_) co_return attempt::close;
+        stale = reused && !got_any && !timed_out(ec);
+        co_return upstream_failed(stale ? nullptr : &lease, b, ec, "reading the response head",
+                                  fail_status);
+      }
+      conn.buffer.commit(n);
+    }
+    unsigned status = res_->get().result_int();
+    lease.report(status >= 500 ? pool::outcome::http_5xx : pool::outcome::success);
+    status_ = status;
+
+    if (status == 101) {
+      if (!upgrade_) {
+        SLUICE_LOG(warn, "upstream " << b->name() << " switched protocols unasked");
+        fail_status = 502;
+        co_return attempt::failed;
+      }
+      co_await tunnel(conn, head_size);
+      co_return attempt::close;
+    }
+    // A request body we did not read (answered early by the upstream) would be taken for the
+    // next request: not possible here, bodies are fully relayed before the response is read.
+    co_return co_await relay_response(conn, ccfg, head_size);
+  }
+
+  void prepare_response_parser() {
+    res_->header_limit(response_header_limit);
+    res_->body_limit(boost::none);
+    res_->eager(false);
+    if (req_->get().method() == bhttp::verb::head) res_->skip(true);
+  }
+
+  // `lease` null: a pooled connection the upstream had closed (not the backend's fault; logged
+  // at debug level only).
+  attempt upstream_failed(pool::lease* lease, core::backend* b, const error_code& ec,
+                          const char* what, unsigned& fail_status) {
+    bool to = timed_out(ec);
+    fail_status = to ? 504 : 502;
+    if (!lease) {
+      SLUICE_LOG(debug, "upstream " << b->name() << " closed a pooled connection (" << what
+                                    << ": " << ec.message() << ")");
+      return attempt::failed;
+    }
+    lease->report(to ? pool::outcome::timeout : pool::outcome::reset);
+    SLUICE_LOG(warn, "upstream " << b->name() << (to ? " timed out " : " failed ") << what
+                                 << (to ? "" : ": " + ec.message()));
+    fail_status = to ? 504 : 502;
+    return attempt::failed;
+  }
+
+  enum class relay { ok, client_failed, upstream_failed };
+
+  char* relay_buffer() {
+    if (!relay_) relay_ = std::make_unique<char[]>(relay_size);
+    return relay_.get();
+  }
+  // The request body relay runs alongside the response relay: its own buffer.
+  char* request_relay_buffer() {
+    if (!req_relay_) req_relay_ = std::make_unique<char[]>(relay_size);
+    return req_relay_.get();
+  }
+
+  // Content-Length request body: bytes already buffered first, then straight from the socket.
+  asio::awaitable<relay> relay_length_request(upstream_conn& conn, const config::cluster& ccfg) {
+    std::uint64_t left = body_length_;
+    while (left > 0) {
+      if (down_buf_.size() == 0) {
+        if (cancelled_by_response_) co_return relay::client_failed;
+        set_body_deadline(timeouts_.body);
+        auto want = static_cast<std::size_t>(std::min<std::uint64_t>(left, relay_size));
+        auto [ec, n] = co_await down_.async_read_some(down_buf_.prepare(want), use_tuple);
+        if (ec) {
+          if (body_timed_out(ec)) body_status_ = 408;
+          co_return relay::client_failed;
+        }
+        down_buf_.commit(n);
+      }
+      auto chunk = static_cast<std::size_t>(std::min<std::uint64_t>(left, down_buf_.size()));
+      set_body_deadline(ccfg.timeouts.write);
+      auto [ec, n] = co_await asio::async_write(
+          conn.socket, asio::buffer(down_buf_.data().data(), chunk), use_tuple);
+      if (ec) {
+        last_up_ec_ = ec;
+        co_return relay::upstream_failed;
+      }
+      down_buf_.consume(chunk);
+      left -= chunk;
+    }
+    body_complete_ = true;
+    co_return relay::ok;
+  }
+
+  // Chunked request body: decoded by the parser, re-framed as chunks (extensions and trailers
+  // are not forwarded).
+  asio::awaitable<relay> relay_chunked_request(upstream_conn& conn, const config::cluster& ccfg) {
+    auto& p = *req_;
+    char* buf = request_relay_buffer();
+    for (;;) {
+      std::size_t got = 0;
+      error_code ec;
+      while (down_buf_.size() > 0 && !p.is_done() && got < relay_size) {
+        p.get().body().data = buf + got;
+        p.get().body().size = relay_size - got;
+        auto n = p.put(down_buf_.data(), ec);
+        got = relay_size - p.get().body().size;
+        down_buf_.consume(n);
+        if (ec == bhttp::error::need_buffer) ec = {};
+        if (ec == bhttp::error::need_more) {
+          ec = {};
+          break;
+        }
+        if (ec) break;
+        if (n == 0) break;
+      }
+      if (ec) {
+        body_status_ = ec == bhttp::error::body_limit ? 413 : 400;
+        co_return relay::client_failed;
+      }
+      bool done = p.is_done();
+      if (got > 0 || done) {
+        char size_line[24];
+        std::size_t sl = 0;
+        if (got > 0) {
+          auto r = std::to_chars(size_line, size_line + 16, got, 16);
+          sl = static_cast<std::size_t>(r.ptr - size_line);
+          size_line[sl++] = '\r';
+          size_line[sl++] = '\n';
+        }
+        static constexpr std::string_view crlf = "\r\n";
+        static constexpr std::string_view last = "0\r\n\r\n";
+        std::array<asio::const_buffer, 4> bufs{
+            asio::buffer(size_line, sl), asio::buffer(buf, got),
+            asio::buffer(crlf.data(), got > 0 ? 2 : 0),
+            asio::buffer(last.data(), done ? last.size() : 0)};
+        set_body_deadline(ccfg.timeouts.write);
+        auto [wec, wn] = co_await asio::async_write(conn.socket, bufs, use_tuple);
+        if (wec) {
+          last_up_ec_ = wec;
+          co_return relay::upstream_failed;
+        }
+      }
+      if (done) {
+        body_complete_ = true;
+        co_return relay::ok;
+      }
+      if (down_buf_.size() == 0 || got == 0) {
+        if (cancelled_by_response_) co_return relay::client_failed;
+        set_body_deadline(timeouts_.body);
+        auto [rec, n] = co_await down_.async_read_some(down_buf_.prepare(read_chunk), use_tuple);
+        if (rec) {
+          if (body_timed_out(rec)) body_status_ = 408;
+          co_return relay::client_failed;
+        }
+        down_buf_.commit(n);
+      }
+    }
+  }
+
+  // Builds the downstream response head and relays the body; decides both keep-alives.
+  asio::awaitable<attempt> relay_response(upstream_conn& conn, const config::cluster& ccfg,
+                                          std::size_t head_size) {
+    auto& rp = *res_;
+    auto& res = rp.get();
+    auto& req = req_->get();
+    bool head_request = req.method() == bhttp::verb::head;
+    unsigned status = res.result_int();
+    bool client11 = req.version() == 11;
+
+    enum class framing { none, length, chunked, eof } in = framing::none;
+    std::uint64_t length = 0;
+    if (rp.is_done()) {
+      in = framing::none;
+    } else if (rp.chunked()) {
+      in = framing::chunked;
+    } else if (rp.content_length()) {
+      in = framing::length;
+      length = *rp.content_length();
+    } else {
+      in = framing::eof;
+    }
+    // Toward the client: chunked (HTTP/1.1) or close-delimited (HTTP/1.0) when the length is
+    // not known up front.
+    bool out_chunked = (in == framing::chunked || in == framing::eof) && client11;
+    if ((in == framing::chunked || in == framing::eof) && !client11) keep_alive_ = false;
+    if (worker_->draining_) keep_alive_ = false;
+
+    bool connection_names = res.count(bhttp::field::connection) > 0;
+    auto& h = head_;
+    h.clear();
+    h += "HTTP/1.1 ";
+    append_number(h, status);
+    h += ' ';
+    auto reason = res.reason();
+    if (reason.empty())
+      h += status_text(status);
+    else
+      h.append(reason.data(), reason.size());
+    h += "\r\n";
+    for (const auto& f : res) {
+      std::string_view name(f.name_string().data(), f.name_string().size());
+      std::string_view value(f.value().data(), f.value().size());
+      switch (f.name()) {
+        case bhttp::field::connection:
+        case bhttp::field::keep_alive:
+        case bhttp::field::proxy_connection:
+        case bhttp::field::te:
+        case bhttp::field::trailer:
+        case bhttp::field::transfer_encoding:
+        case bhttp::field::upgrade:
+          continue;
+        case bhttp::field::content_length:
+          // Relayed as-is when there is no body to frame (HEAD, 304): it describes the entity.
+          if (in != framing::none) continue;
+          break;
+        default:
+          if (connection_names) {
+            bool named = false;
+            for (const auto& c : res)
+              if (c.name() == bhttp::field::connection &&
+                  token_list_contains({c.value().data(), c.value().size()}, name)) {
+                named = true;
+                break;
+              }
+            if (named) continue;
+          }
+          break;
+      }
+      h += name;
+      h += ": ";
+      h += value;
+      h += "\r\n";
+    }
+    if (in == framing::length) {
+      h += "Content-Length: ";
+      append_number(h, length);
+      h += "\r\n";
+    } else if (out_chunked) {
+      h += "Transfer-Encoding: chunked\r\n";
+    }
+    if (!keep_alive_)
+      h += "Connection: close\r\n";
+    else if (!client11)
+      h += "Connection: keep-alive\r\n";
+    h += "\r\n";
+    conn.buffer.consume(head_size);
+    (void)head_request;
+    response_started_ = true;
+
+    bool upstream_ok = false;
+    switch (in) {
+      case framing::none: {
+        set_deadline(timeouts_.send);
+        auto [ec, n] = co_await asio::async_write(down_, asio::buffer(h), use_tuple);
+        if (ec) co_return attempt::close;
+        upstream_ok = true;
+        break;
+      }
+      case framing::length: {
+        auto r = co_await relay_length_response(conn, ccfg, length);
+        if (r == relay::client_failed) co_return attempt::close;
+        if (r == relay::upstream_failed && !cancelled_by_body_) {
+          SLUICE_LOG(warn, "upstream " << conn.backend->name()
+                                       << " failed in the response body: " << last_up_ec_.message());
+          co_return attempt::close;
+        }
+        upstream_ok = true;
+        break;
+      }
+      case framing::chunked:
+      case framing::eof: {
+        auto r = co_await relay_unknown_length_response(conn, ccfg, in == framing::chunked,
+                                                        out_chunked);
+        if (r == relay::client_failed) co_return attempt::close;
+        if (r == relay::upstream_failed && !cancelled_by_body_) {
+          SLUICE_LOG(warn, "upstream " << conn.backend->name()
+                                       << " failed in the response body: " << last_up_ec_.message());
+          co_return attempt::close;
+        }
+        upstream_ok = in == framing::chunked;
+        break;
+      }
+    }
+    reuse_upstream_ = upstream_ok && rp.keep_alive() && conn.buffer.size() == 0 && !upgrade_ &&
+                      !worker_->draining_;
+    co_return attempt::done;
+  }
+
+  asio::awaitable<relay> relay_length_response(upstream_conn& conn, const config::cluster& ccfg,
+                                               std::uint64_t length) {
+    // First write: the head plus whatever body bytes came with it.
+    std::uint64_t left = length;
+    auto first = static_cast<std::size_t>(std::min<std::uint64_t>(left, conn.buffer.size()));
+    {
+      std::array<asio::const_buffer, 2> bufs{asio::buffer(head_),
+                                             asio::buffer(conn.buffer.data().data(), first)};
+      set_deadline(timeouts_.send);
+      auto [ec, n] = co_await asio::async_write(down_, bufs, use_tuple);
+      if (ec) co_return relay::client_failed;
+      conn.buffer.consume(first);
+      left -= first;
+      bytes_sent_ += first;
+    }
+    while (left > 0) {
+      set_deadline(ccfg.timeouts.read);
+      auto want = static_cast<std::size_t>(std::min<std::uint64_t>(left, relay_size));
+      auto [ec, n] = co_await conn.socket.async_read_some(conn.buffer.prepare(want), use_tuple);
+      if (ec) {
+        last_up_ec_ = ec;
+        co_return relay::upstream_failed;
+      }
+      conn.buffer.commit(n);
+      set_deadline(timeouts_.send);
+      auto [wec, wn] = co_await asio::async_write(down_, conn.buffer.data(), use_tuple);
+      if (wec) co_return relay::client_failed;
+      conn.buffer.consume(n);
+      left -= n;
+      bytes_sent_ += n;
+    }
+    co_return relay::ok;
+  }
+
+  // Chunked (decoded by the parser) or close-delimited upstream body; to the client as chunks
+  // or raw (close-delimited).
+  asio::awaitable<relay> relay_unknown_length_response(upstream_conn& conn,
+                                                       const config::cluster& ccfg, bool chunked,
+                                                       bool out_chunked) {
+    auto& rp = *res_;
+    char* buf = relay_buffer();
+    bool head_pending = true;
+    bool eof = false;
+    for (;;) {
+      std::size_t got = 0;
+      bool done = false;
+      if (chunked) {
+        error_code ec;
+        while (conn.buffer.size() > 0 && !rp.is_done() && got < relay_size) {
+          rp.get().body().data = buf + got;
+          rp.get().body().size = relay_size - got;
+          auto n = rp.put(conn.buffer.data(), ec);
+          got = relay_size - rp.get().body().size;
+          conn.buffer.consume(n);
+          if (ec == bhttp::error::need_buffer) ec = {};
+          if (ec == bhttp::error::need_more) {
+            ec = {};
+            break;
+          }
+          if (ec || n == 0) break;
+        }
+        if (ec) {
+          last_up_ec_ = ec;
+          co_return relay::upstream_failed;
+        }
+        done = rp.is_done();
+      } else {
+        got = std::min(conn.buffer.size(), relay_size);
+        std::memcpy(buf, conn.buffer.data().data(), got);
+        conn.buffer.consume(got);
+        done = eof && conn.buffer.size() == 0;
+      }
+      if (got > 0 || done || head_pending) {
+        char size_line[24];
+        std::size_t sl = 0;
+        if (out_chunked && got > 0) {
+          auto r = std::to_chars(size_line, size_line + 16, got, 16);
+          sl = static_cast<std::size_t>(r.ptr - size_line);
+          size_line[sl++] = '\r';
+          size_line[sl++] = '\n';
+        }
+        static constexpr std::string_view crlf = "\r\n";
+        static constexpr std::string_view last = "0\r\n\r\n";
+        std::array<asio::const_buffer, 5> bufs{
+            asio::buffer(head_.data(), head_pending ? head_.size() : 0),
+            asio::buffer(size_line, sl), asio::buffer(buf, got),
+            asio::buffer(crlf.data(), out_chunked && got > 0 ? 2 : 0),
+            asio::buffer(last.data(), out_chunked && done ? last.size() : 0)};
+        set_deadline(timeouts_.send);
+        auto [wec, wn] = co_await asio::async_write(down_, bufs, use_tuple);
+        if (wec) co_return relay::client_failed;
+        head_pending = false;
+        bytes_sent_ += got;
+      }
+      if (done) co_return relay::ok;
+      if (conn.buffer.size() == 0 || (chunked && got == 0)) {
+        set_deadline(ccfg.timeouts.read);
+        auto [ec, n] = co_await conn.socket.async_read_some(conn.buffer.prepare(relay_size), use_tuple);
+        if (ec == asio::error::eof && !chunked) {
+          eof = true;
+          continue;
+        }
+        if (ec) {
+          last_up_ec_ = ec;
+          co_return relay::upstream_failed;
+        }
+        conn.buffer.commit(n);
+      }
+    }
+  }
+
+  // After a 101: the head, then raw bytes both ways until both sides are done.
+  asio::awaitable<void> tunnel(upstream_conn& conn, std::size_t head_size) {
+    using namespace asio::experimental::awaitable_operators;
+    keep_alive_ = false;
+    auto& res = res_->get();
+    auto& h = head_;
+    h.clear();
+    h += "HTTP/1.1 101 ";
+    auto reason = res.reason();
+    if (reason.empty()) h += "Switching Protocols";
+    else h.append(reason.data(), reason.size());
+    h += "\r\n";
+    for (const auto& f : res) {
+      switch (f.name()) {
+        case bhttp::field::connection:
+        case bhttp::field::keep_alive:
+        case bhttp::field::proxy_connection:
+        case bhttp::field::te:
+        case bhttp::field::trailer:
+        case bhttp::field::transfer_encoding:
+        case bhttp::field::upgrade:
+        case bhttp::field::content_length:
+          continue;
+        default: break;
+      }
+      h.append(f.name_string().data(), f.name_string().size());
+      h += ": ";
+      h.append(f.value().data(), f.value().size());
+      h += "\r\n";
+    }
+    auto up = res[bhttp::field::upgrade];
+    h += "Connection: upgrade\r\nUpgrade: ";
+    h.append(up.data(), up.size());
+    h += "\r\n\r\n";
+    conn.buffer.consume(head_size);
+    response_started_ = true;
+    set_deadline(timeouts_.send);
+    std::array<asio::const_buffer, 2> bufs{asio::buffer(h), conn.buffer.data()};
+    auto [ec, n] = co_await asio::async_write(down_, bufs, use_tuple);
+    if (ec) co_return;
+    conn.buffer.consume(conn.buffer.size());
+    if (down_buf_.size() > 0) {
+      auto [wec, wn] = co_await asio::async_write(conn.socket, down_buf_.data(), use_tuple);
+      if (wec) co_return;
+      down_buf_.consume(down_buf_.size());
+    }
+    set_deadline(timeouts_.idle);
+    char* buf = relay_buffer();
+    co_await (pump(down_, conn.socket, buf, relay_size / 2) &&
+              pump(conn.socket, down_, buf + relay_size / 2, relay_size / 2));
+  }
+
+  asio::awaitable<void> pump(tcp::socket& from, tcp::socket& to, char* buf, std::size_t size) {
+    for (;;) {
+      auto [ec, n] = co_await from.async_read_some(asio::buffer(buf, size), use_tuple);
+      if (ec) {
+        error_code ignored;
+        if (ec == asio::error::eof) {
+          to.shutdown(tcp::socket::shutdown_send, ignored);
+        } else {
+          from.cancel(ignored);
+          to.cancel(ignored);
+        }
+        co_return;
+      }
+      set_deadline(timeouts_.idle);
+      auto [wec, wn] = co_await asio::async_write(to, asio::buffer(buf, n), use_tuple);
+      if (wec) {
+        error_code ignored;
+        from.cancel(ignored);
+        to.cancel(ignored);
+        co_return;
+      }
+      set_deadline(timeouts_.idle);
+    }
+  }
+
+  // ---- local answers -------------------------------------------------------------------------
+  asio::awaitable<void> send_simple(unsigned status, bool keep_alive) {
+    keep_alive_ = keep_alive && !worker_->draining_;
+    status_ = status;
+    auto& h = head_;
+    h.clear();
+    h += "HTTP/1.1 ";
+    append_number(h, status);
+    h += ' ';
+    auto text = status_text(status);
+    h += text;
+    h += "\r\nServer: sluice\r\nContent-Type: text/plain\r\nContent-Length: ";
+    append_number(h, text.size() + 5);
+    h += keep_alive_ ? "\r\n\r\n" : "\r\nConnection: close\r\n\r\n";
+    append_number(h, status);
+    h += ' ';
+    h += text;
+    h += '\n';
+    bytes_sent_ = text.size() + 5;
+    set_deadline(timeouts_.send);
+    auto [ec, n] = co_await asio::async_write(down_, asio::buffer(h), use_tuple);
+    if (ec) keep_alive_ = false;
+  }
+
+  asio::awaitable<void> send_direct(const config::direct_response& d) {
+    if (worker_->draining_) keep_alive_ = false;
+    status_ = d.status;
+    auto& h = head_;
+    h.clear();
+    h += "HTTP/1.1 ";
+    append_number(h, d.status);
+    h += ' ';
+    h += status_text(d.status);
+    h += "\r\n";
+    bool no_body = d.status < 200 || d.status == 204 || d.status == 304;
+    if (!no_body) {
+      if (!d.content_type.empty()) {
+        h += "Content-Type: ";
+        h += d.content_type;
+        h += "\r\n";
+      }
+      h += "Content-Length: ";
+      append_number(h, d.body.size());
+      h += "\r\n";
+    }
+    if (!keep_alive_) h += "Connection: close\r\n";
+    else if (req_->get().version() == 10) h += "Connection: keep-alive\r\n";
+    h += "\r\n";
+    bool send_body = !no_body && req_->get().method() != bhttp::verb::head;
+    bytes_sent_ = send_body ? d.body.size() : 0;
+    std::array<asio::const_buffer, 2> bufs{asio::buffer(h),
+                                           asio::buffer(d.body.data(), send_body ? d.body.size() : 0)};
+    set_deadline(timeouts_.send);
+    auto [ec, n] = co_await asio::async_write(down_, bufs, use_tuple);
+    if (ec) keep_alive_ = false;
+  }
+
+  // ---- access log ----------------------------------------------------------------------------
+  void reset_request_log() {
+    status_ = 0;
+    bytes_sent_ = 0;
+    upstream_addr_.clear();
+    upstream_seconds_ = -1;
+    has_request_ = false;
+  }
+
+  void write_access_log() {
+    if (!worker_->access_.enabled() || status_ == 0) return;
+    log::access_entry e;
+    e.client_ip = client_ip_;
+    e.time = log_time_;
+    if (has_request_ && req_) {
+      auto& req = req_->get();
+      e.method = {req.method_string().data(), req.method_string().size()};
+      e.target = {req.target().data(), req.target().size()};
+      e.version = req.version();
+      auto ref = req[bhttp::field::referer];
+      auto ua = req[bhttp::field::user_agent];
+      e.referer = {ref.data(), ref.size()};
+      e.user_agent = {ua.data(), ua.size()};
+    }
+    e.status = status_;
+    e.body_bytes_sent = bytes_sent_;
+    e.upstream_addr = upstream_addr_;
+    e.upstream_seconds = upstream_seconds_;
+    e.request_seconds = std::chrono::duration<double>(steady::now() - start_).count();
+    worker_->access_.append(e);
+  }
+
+ private:
+  tcp::socket down_;
+  beast::flat_buffer down_buf_;
+  std::shared_ptr<const listener_state> listener_;
+  std::shared_ptr<worker_state> worker_;
+  const config::listener_limits& limits_;
+  const config::listener_timeouts& timeouts_;
+  asio::steady_timer timer_;
+  steady::time_point deadline_ = steady::time_point::max();
+  steady::time_point body_deadline_ = steady::time_point::max();
+  bool body_timed_out_ = false;
+  std::chrono::milliseconds min_timeout_{1000};
+  bool timed_out_ = false;
+  bool closed_ = false;
+  bool idle_ = false;
+  bool drain_closed_ = false;
+
+  std::string client_ip_;
+  std::optional<request_parser> req_;
+  std::optional<response_parser> res_;
+  split_target target_;
+  std::shared_ptr<upstream_conn> up_;
+  std::unique_ptr<char[]> relay_;
+  std::unique_ptr<char[]> req_relay_;
+  std::string up_head_;  // request head toward the upstream
+  std::string head_;     // response head toward the client
+  std::string xff_, fwd_;
+  unsigned requests_ = 0;
+  bool keep_alive_ = false;
+  body_kind body_ = body_kind::none;
+  std::uint64_t body_length_ = 0;
+  bool body_in_memory_ = false;
+  bool body_streamed_ = false;
+  bool expect_continue_ = false;
+  bool upgrade_ = false;
+  bool reuse_upstream_ = false;
+  error_code last_up_ec_;
+  // streamed-body exchange state (body half and response half run side by side)
+  bool body_complete_ = false;  // the whole request body was read from the client
+  bool body_done_ = false;      // the body half has finished, one way or another
+  unsigned body_status_ = 0;    // client-side failure of the body half: 400/408/413, 1 = gone
+  bool body_up_failed_ = false;
+  bool cancelled_by_body_ = false;
+  bool cancelled_by_response_ = false;
+  bool response_started_ = false;
+
+  // access log fields of the current request
+  std::chrono::system_clock::time_point log_time_;
+  steady::time_point start_;
+  unsigned status_ = 0;
+  std::uint64_t bytes_sent_ = 0;
+  std::string upstream_addr_;
+  double upstream_seconds_ = -1;
+  bool has_request_ = false;
+};
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+
+void worker_state::link(session* s) {
+  s->next_ = sessions_;
+  if (sessions_) sessions_->prev_ = s;
+  sessions_ = s;
+}
+
+void worker_state::unlink(session* s) {
+  if (s->prev_) s->prev_->next_ = s->next_;
+  else sessions_ = s->next_;
+  if (s->next_) s->next_->prev_ = s->prev_;
+  s->prev_ = s->next_ = nullptr;
+}
+
+void worker_state::drain() {
+  draining_ = true;
+  pool_.clear(true);
+  flush_access_log();
+  for (session* s = sessions_; s;) {
+    session* next = s->next_;
+    s->drain_now();
+    s = next;
+  }
+}
+
+std::shared_ptr<worker_state> make_worker_state(
+    asio::io_context& io, const std::vector<std::shared_ptr<pool::cluster>>& clusters,
+    std::shared_ptr<log::access_log> access_log) {
+  auto w = std::make_shared<worker_state>(io, clusters, std::move(access_log));
+  w->start_tick(w);
+  return w;
+}
+
+void start_session(tcp::socket socket, std::shared_ptr<const listener_state> listener,
+                   const std::shared_ptr<worker_state>& worker) {
+  if (!listener || !listener->cfg) return;
+  auto s = std::make_shared<session>(std::move(socket), std::move(listener), worker);
+  s->start();
+}
+
+void drain(worker_state& worker) { worker.drain(); }
+
+std::size_t active_sessions(const worker_state& worker) noexcept {
+  return worker.active_.load(std::memory_order_relaxed);
+}
+
+}  // namespace sluice::http
