@@ -6,7 +6,10 @@
 
 #include <boost/asio/post.hpp>
 
+#include "admin/server.hpp"
 #include "http/proxy.hpp"
+#include "sluice/admin/status.hpp"
+#include "sluice/metrics/registry.hpp"
 #include "net/runtime.hpp"
 #include "sluice/core/address.hpp"
 #include "sluice/discovery/etcd_source.hpp"
@@ -90,6 +93,15 @@ int run(const config::config& cfg) {
   };
 
   net::runtime rt(cfg.workers);
+  metrics::layout shape;
+  for (const auto& l : cfg.listeners) shape.listeners.push_back(l.name);
+  for (const auto& c : cfg.clusters) shape.clusters.push_back(c.name);
+  shape.workers = rt.workers();
+  shape.enabled = cfg.metrics.enabled;
+  auto registry = std::make_shared<metrics::registry>(std::move(shape));
+  registry->set_backends(admin::backend_enumerator(clusters));
+  std::unique_ptr<admin::server> admin_server;
+  std::vector<std::uint16_t> ports;
 
   // Health monitors run on the control thread too and follow membership changes by themselves.
   // Declared after `rt`, so they are destroyed before it.
@@ -113,12 +125,13 @@ int run(const config::config& cfg) {
   }
   std::vector<std::shared_ptr<http::worker_state>> workers;
   for (unsigned w = 0; w < rt.workers(); ++w)
-    workers.push_back(http::make_worker_state(rt.io(w), clusters, access));
+    workers.push_back(http::make_worker_state(rt.io(w), clusters, access, registry, w));
 
   try {
     for (const auto& l : cfg.listeners) {
       auto state = std::make_shared<http::listener_state>();
       state->cfg = &l;
+      state->index = ports.size();
       state->routes = std::make_shared<const http::router>(l.routes);
       for (const auto& r : l.routes) state->route_cluster.push_back(r.direct ? -1 : cluster_index(r.cluster));
       net::listen_spec spec;
@@ -132,6 +145,17 @@ int run(const config::config& cfg) {
       SLUICE_LOG(info, "listening name=" << l.name << " address="
                                          << (bound.storage.ss_family == AF_INET6 ? "[" + bound.host() + "]" : bound.host())
                                          << ':' << port << " workers=" << rt.workers());
+      ports.push_back(port);
+    }
+    if (!cfg.admin.address.empty()) {
+      admin_server = std::make_unique<admin::server>(
+          rt.control(), admin::server_options{&cfg, clusters, registry});
+      const auto port = admin_server->start();
+      for (std::size_t i = 0; i < ports.size(); ++i) admin_server->set_listener_port(i, ports[i]);
+      auto bound = *core::resolve(cfg.admin.address, nullptr, true);
+      SLUICE_LOG(info, "admin listening address="
+                           << (bound.storage.ss_family == AF_INET6 ? "[" + bound.host() + "]" : bound.host())
+                           << ':' << port);
     }
   } catch (const std::exception& e) {
     SLUICE_LOG(error, e.what());
@@ -139,6 +163,7 @@ int run(const config::config& cfg) {
   }
 
   rt.on_drain([&] {
+    if (admin_server) admin_server->set_draining();
     // Control-thread timers (watches, probes) must stop, else the control loop never runs dry.
     for (auto& s : sources) s->stop();
     for (auto& m : monitors) m->stop();
@@ -160,6 +185,7 @@ int run(const config::config& cfg) {
   SLUICE_LOG(info, "sluice " SLUICE_VERSION " started, " << rt.workers() << " worker(s)");
   for (auto& s : sources) s->start();
   int rc = rt.run(cfg.drain_timeout);
+  if (admin_server) admin_server->stop();
   sources.clear();
   monitors.clear();
   workers.clear();

@@ -10,6 +10,7 @@
 
 #include "sluice/config/config.hpp"
 #include "sluice/log/access_log.hpp"
+#include "sluice/metrics/registry.hpp"
 #include "sluice/pool/cluster.hpp"
 
 namespace sluice::http {
@@ -19,6 +20,7 @@ class router;
 /// Immutable, shared by all workers: one per configured http listener.
 struct listener_state {
   const config::listener* cfg = nullptr;
+  std::size_t index = 0;  ///< position in config::listeners (metrics label)
   std::shared_ptr<const router> routes;
   /// Index into the worker's cluster list for each route (same order as cfg->routes;
   /// -1 for direct responses).
@@ -32,7 +34,8 @@ class worker_state;
 
 std::shared_ptr<worker_state> make_worker_state(
     boost::asio::io_context& io, const std::vector<std::shared_ptr<pool::cluster>>& clusters,
-    std::shared_ptr<log::access_log> access_log);
+    std::shared_ptr<log::access_log> access_log,
+    std::shared_ptr<metrics::registry> metrics = nullptr, unsigned worker_index = 0);
 
 /// Starts serving one accepted downstream connection (call on the worker's thread).
 void start_session(boost::asio::ip::tcp::socket socket,

@@ -105,8 +105,11 @@ std::string_view find_cookie(std::string_view header, std::string_view name) {
 class worker_state {
  public:
   worker_state(asio::io_context& io, const std::vector<std::shared_ptr<pool::cluster>>& clusters,
-               std::shared_ptr<log::access_log> access_log)
-      : io_(io), clusters_(clusters), access_(std::move(access_log)), tick_(io) {
+               std::shared_ptr<log::access_log> access_log,
+               std::shared_ptr<metrics::registry> metrics, unsigned worker_index)
+      : io_(io), clusters_(clusters), access_(std::move(access_log)), tick_(io),
+        registry_(std::move(metrics)),
+        metrics_(registry_ ? &registry_->shard(worker_index) : nullptr) {
     caches_.reserve(clusters_.size());
     for (auto& c : clusters_) {
       caches_.emplace_back(*c);
@@ -152,6 +155,8 @@ class worker_state {
   bool draining_ = false;
   bool stopped_ = false;
   std::chrono::milliseconds min_cluster_timeout_{0};
+  std::shared_ptr<metrics::registry> registry_;  // keeps the shard alive
+  metrics::worker_shard* metrics_;               // this worker's shard, or null
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -175,6 +180,7 @@ class session : public std::enable_shared_from_this<session> {
         timer_(down_.get_executor()) {
     worker_->link(this);
     worker_->active_.fetch_add(1, std::memory_order_relaxed);
+    if (worker_->metrics_) worker_->metrics_->on_connection_open(listener_->index);
     const auto& t = timeouts_;
     min_timeout_ = positive_min(worker_->min_cluster_timeout_,
                                 positive_min(positive_min(t.header, t.idle),
@@ -185,6 +191,7 @@ class session : public std::enable_shared_from_this<session> {
   ~session() {
     worker_->unlink(this);
     worker_->active_.fetch_sub(1, std::memory_order_relaxed);
+    if (worker_->metrics_) worker_->metrics_->on_connection_close(listener_->index);
   }
 
   void start() {
@@ -266,6 +273,7 @@ class session : public std::enable_shared_from_this<session> {
       first = false;
       bool keep = co_await handle();
       write_access_log();
+      record_metrics();  // direct answers; proxied requests recorded themselves in proxy()
       req_.reset();
       if (!keep) break;
     }
@@ -294,6 +302,7 @@ class session : public std::enable_shared_from_this<session> {
         auto r = feed_head(*req_, view, limits_);
         if (r.what == head_result::state::done) {
           down_buf_.consume(r.head_size);
+          bytes_in_ = r.head_size;
           target_ = r.target;
           co_return true;
         }
@@ -342,6 +351,7 @@ class session : public std::enable_shared_from_this<session> {
     else {
       body_ = body_kind::length;
       body_length_ = p.content_length().value_or(0);
+      bytes_in_ += body_length_;
     }
     body_in_memory_ = body_ == body_kind::none ||
                       (body_ == body_kind::length && down_buf_.size() >= body_length_);
@@ -370,6 +380,7 @@ class session : public std::enable_shared_from_this<session> {
       co_await send_simple(500, keep_alive_);
       co_return keep_alive_;
     }
+    metrics_cluster_ = ci;
     co_return co_await proxy(worker_->caches_[static_cast<std::size_t>(ci)]);
   }
 
@@ -386,6 +397,11 @@ class session : public std::enable_shared_from_this<session> {
   // ---- proxying ------------------------------------------------------------------------------
   asio::awaitable<bool> proxy(pool::snapshot_cache& cache) {
     auto snap = cache.hold();
+    // Recorded on every way out, while `snap` still keeps the answering backend alive.
+    struct record_on_exit {
+      session* s;
+      ~record_on_exit() { s->record_metrics(); }
+    } record{this};
     const auto& ccfg = cache.owner().config();
     auto& req = req_->get();
     build_upstream_head();
@@ -403,6 +419,7 @@ class session : public std::enable_shared_from_this<session> {
       ctx.exclude = std::span<core::backend* const>(tried.data(), ntried);
       core::backend* b = snap->pick(ctx);
       if (!b) break;
+      if (ntried > 0 && worker_->metrics_) worker_->metrics_->on_retry(metrics_cluster_);
       tried[ntried++] = b;
       pool::lease lease(*b);
       upstream_addr_ = b->name();
@@ -422,6 +439,7 @@ class session : public std::enable_shared_from_this<session> {
             bool to = timed_out(ec);
             up_.reset();
             lease.report(pool::outcome::connect_failure);
+            if (worker_->metrics_) worker_->metrics_->on_connect_failure(metrics_cluster_);
             SLUICE_LOG(warn, "upstream " << b->name() << " connect "
                                          << (to ? "timed out" : "failed: " + ec.message())
                                          << " (cluster " << ccfg.name << ")");
@@ -434,6 +452,7 @@ class session : public std::enable_shared_from_this<session> {
         bool stale = false;
         auto r = co_await exchange(*conn, ccfg, lease, reused, stale, fail_status);
         upstream_seconds_ = std::chrono::duration<double>(steady::now() - up_start).count();
+        if (r != attempt::failed) answered_ = b;
         if (r == attempt::done) {
           if (reuse_upstream_) {
             conn->keep = snap;
@@ -1306,6 +1325,10 @@ class session : public std::enable_shared_from_this<session> {
 
   // ---- access log ----------------------------------------------------------------------------
   void reset_request_log() {
+    metrics_cluster_ = -1;
+    answered_ = nullptr;
+    recorded_ = false;
+    bytes_in_ = 0;
     status_ = 0;
     bytes_sent_ = 0;
     upstream_addr_.clear();
@@ -1313,6 +1336,24 @@ class session : public std::enable_shared_from_this<session> {
     has_request_ = false;
   }
 
+  void record_metrics() {
+    if (recorded_ || !worker_->metrics_ || status_ == 0) return;
+    recorded_ = true;
+    const auto up = upstream_seconds_ >= 0
+                        ? std::chrono::duration_cast<std::chrono::nanoseconds>(
+                              std::chrono::duration<double>(upstream_seconds_))
+                        : std::chrono::nanoseconds{0};
+    worker_->metrics_->on_request(listener_->index, metrics_cluster_, answered_, status_,
+                                  steady::now() - start_, up, bytes_in_, bytes_sent_);
+  }
+
+ public:
+  int metrics_cluster_ = -1;
+  core::backend* answered_ = nullptr;
+  bool recorded_ = false;
+  std::uint64_t bytes_in_ = 0;
+
+ private:
   void write_access_log() {
     if (!worker_->access_.enabled() || status_ == 0) return;
     log::access_entry e;
@@ -1422,8 +1463,10 @@ void worker_state::drain() {
 
 std::shared_ptr<worker_state> make_worker_state(
     asio::io_context& io, const std::vector<std::shared_ptr<pool::cluster>>& clusters,
-    std::shared_ptr<log::access_log> access_log) {
-  auto w = std::make_shared<worker_state>(io, clusters, std::move(access_log));
+    std::shared_ptr<log::access_log> access_log, std::shared_ptr<metrics::registry> metrics,
+    unsigned worker_index) {
+  auto w = std::make_shared<worker_state>(io, clusters, std::move(access_log), std::move(metrics),
+                                          worker_index);
   w->start_tick(w);
   return w;
 }
