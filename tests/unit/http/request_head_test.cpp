@@ -111,7 +111,7 @@ TEST_CASE("request head: field syntax", "[http][request]") {
   CHECK(status("GET / HTTP/1.1\r\nHost: a\r\nX-A : 1\r\n\r\n") == 400);
   CHECK(status("GET / HTTP/1.1\r\nHost: a\r\nX-A\t: 1\r\n\r\n") == 400);
   // NUL, bare CR, bare LF inside a value
-  CHECK(status(std::string("GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\0002\r\n\r\n", 40)) == 400);
+  CHECK(status(std::string("GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\0002\r\n\r\n", 37)) == 400);
   CHECK(status("GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r2\r\n\r\n") == 400);
   CHECK(status("GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\n2: 3\r\n\r\n") == 400);
   // empty name, no colon
