@@ -1,0 +1,685 @@
+// The TCP session: limits, PROXY header / ClientHello preamble, upstream pick with failover,
+// then a two-way relay (splice through pipes, or buffers) with half-close, reset propagation,
+// idle timeout and max lifetime.
+#include "l4/proxy.hpp"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <array>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+
+#include "sluice/balance/policy.hpp"
+#include "sluice/l4/client_hello.hpp"
+#include "sluice/l4/proxy_protocol.hpp"
+#include "sluice/log/log.hpp"
+#include "sluice/pool/lease.hpp"
+
+namespace sluice::l4 {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+using boost::system::error_code;
+using steady = std::chrono::steady_clock;
+
+namespace {
+
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+// How often a connection waiting for a limit slot looks again. Slots are freed by sessions on
+// any worker, so polling is simpler than a cross-thread wake-up and bounded by queue_timeout.
+constexpr auto queue_poll = std::chrono::milliseconds(10);
+// Largest ClientHello we buffer: one full TLS record plus a second record's header. Larger
+// hellos (rare) are routed to the fallback cluster.
+constexpr std::size_t client_hello_max = 16384 + 5 + 1024;
+constexpr std::size_t max_pooled_pipes = 32;
+
+struct pipe_pair {
+  int r = -1;
+  int w = -1;
+  std::size_t size = 0;
+};
+
+void close_pipe(pipe_pair& p) noexcept {
+  if (p.r >= 0) ::close(p.r);
+  if (p.w >= 0) ::close(p.w);
+  p = {};
+}
+
+}  // namespace
+
+class worker_state {
+ public:
+  worker_state(asio::io_context& io, const std::vector<std::shared_ptr<pool::cluster>>& clusters)
+      : io_(io), clusters_(clusters) {
+    caches_.reserve(clusters.size());
+    for (const auto& c : clusters) caches_.emplace_back(*c);
+  }
+  ~worker_state() {
+    for (auto& p : pipes_) close_pipe(p);
+  }
+
+  // An empty pipe of (about) `size` bytes, reused when possible. False when none can be made
+  // (out of descriptors): the caller falls back to buffered copying.
+  bool get_pipe(pipe_pair& out, std::size_t size) {
+    if (!pipes_.empty()) {
+      out = pipes_.back();
+      pipes_.pop_back();
+    } else {
+      int fds[2];
+      if (::pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) return false;
+      out = {fds[0], fds[1], 0};
+    }
+    if (out.size != size) {
+      // Over the per-user pipe budget F_SETPIPE_SZ fails; keep whatever size the pipe has.
+      ::fcntl(out.w, F_SETPIPE_SZ, static_cast<int>(size));
+      int got = ::fcntl(out.w, F_GETPIPE_SZ);
+      out.size = got > 0 ? static_cast<std::size_t>(got) : 4096;
+      if (out.size > size) out.size = size;
+    }
+    return true;
+  }
+  // Returns a pipe to the pool when it holds no data, else closes it.
+  void put_pipe(pipe_pair& p, bool empty) {
+    if (p.r < 0) return;
+    if (empty && pipes_.size() < max_pooled_pipes) {
+      pipes_.push_back(p);
+      p = {};
+    } else {
+      close_pipe(p);
+    }
+  }
+
+  asio::io_context& io_;
+  std::vector<std::shared_ptr<pool::cluster>> clusters_;
+  std::vector<pool::snapshot_cache> caches_;
+  std::vector<pipe_pair> pipes_;
+  std::atomic<std::size_t> active_{0};
+  bool draining_ = false;
+};
+
+namespace {
+
+class session : public std::enable_shared_from_this<session> {
+ public:
+  session(tcp::socket socket, std::shared_ptr<const listener_state> listener,
+          std::shared_ptr<worker_state> worker)
+      : listener_(std::move(listener)),
+        worker_(std::move(worker)),
+        opts_(listener_->cfg->tcp),
+        stats_(*listener_->stats),
+        down_(std::move(socket)),
+        up_(worker_->io_),
+        timer_(worker_->io_),
+        started_(steady::now()) {
+    worker_->active_.fetch_add(1, std::memory_order_relaxed);
+    stats_.connections.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  ~session() {
+    for (auto& d : dirs_) worker_->put_pipe(d.pipe, d.in_pipe == 0);
+    if (holding_slot_) stats_.active.fetch_sub(1, std::memory_order_relaxed);
+    worker_->active_.fetch_sub(1, std::memory_order_relaxed);
+  }
+
+  static asio::awaitable<void> run(std::shared_ptr<session> self) { co_await self->serve(); }
+
+ private:
+  enum class phase { queue, preamble, connect, relay, done };
+
+  // One direction of the relay.
+  struct direction {
+    tcp::socket* src = nullptr;
+    tcp::socket* dst = nullptr;
+    pipe_pair pipe;
+    std::size_t in_pipe = 0;
+    std::atomic<std::uint64_t>* listener_bytes = nullptr;
+    std::atomic<std::uint64_t>* backend_bytes = nullptr;
+    bool upstream_src = false;  // true for upstream → downstream
+  };
+
+  asio::awaitable<void> serve() {
+    if (!co_await reserve_listener_slot()) co_return;
+
+    error_code ec;
+    down_.set_option(tcp::no_delay(true), ec);
+    socklen_t len = sizeof client_;
+    if (::getpeername(down_.native_handle(), reinterpret_cast<sockaddr*>(&client_), &len) != 0)
+      co_return;  // already gone
+    if (opts_.proxy.send != config::proxy_protocol::version::none) {
+      len = sizeof local_;
+      ::getsockname(down_.native_handle(), reinterpret_cast<sockaddr*>(&local_), &len);
+    }
+
+    int cluster = listener_->cluster;
+    const bool want_proxy = opts_.proxy.accept && trusted(reinterpret_cast<const sockaddr*>(&client_));
+    const bool want_sni = listener_->sni != nullptr;
+    if (want_proxy || want_sni) {
+      phase_ = phase::preamble;
+      if (!co_await read_preamble(want_proxy, want_sni, cluster)) co_return;
+    }
+    if (cluster < 0 || static_cast<std::size_t>(cluster) >= worker_->caches_.size()) {
+      stats_.no_backend.fetch_add(1, std::memory_order_relaxed);
+      co_return;
+    }
+
+    phase_ = phase::connect;
+    if (!co_await connect_upstream(cluster)) co_return;
+
+    // From here on the watchdog covers everything, including the first write upstream.
+    phase_ = phase::relay;
+    last_activity_ = steady::now();
+    arm_watchdog();
+
+    std::array<std::uint8_t, proxy_v1_max> header;
+    std::size_t header_len = 0;
+    if (opts_.proxy.send == config::proxy_protocol::version::v1)
+      header_len = encode_proxy_v1(reinterpret_cast<const sockaddr*>(&client_),
+                                   reinterpret_cast<const sockaddr*>(&local_), header);
+    else if (opts_.proxy.send == config::proxy_protocol::version::v2)
+      header_len = encode_proxy_v2(reinterpret_cast<const sockaddr*>(&client_),
+                                   reinterpret_cast<const sockaddr*>(&local_), header);
+    dirs_[0] = {&down_, &up_, {}, 0, &stats_.bytes_downstream_in,
+                &lease_.get()->stats().bytes_sent, false};
+    dirs_[1] = {&up_, &down_, {}, 0, &stats_.bytes_downstream_out,
+                &lease_.get()->stats().bytes_received, true};
+    const std::size_t replay = pre_len_ - pre_off_;
+    if (header_len + replay > 0) {
+      std::array<asio::const_buffer, 2> bufs{asio::buffer(header.data(), header_len),
+                                             asio::buffer(pre_.get() + pre_off_, replay)};
+      auto [wec, n] = co_await asio::async_write(up_, bufs, use_tuple);
+      if (aborted_) co_return;
+      if (wec) {
+        reset(down_);
+        co_return;
+      }
+      count(dirs_[0], replay);
+    }
+    pre_.reset();
+
+    const bool splice = opts_.relay == config::tcp_options::relay_mode::splice;
+    if (splice) {
+      // splice(2) blocks on a socket without O_NONBLOCK (SPLICE_F_NONBLOCK covers only the
+      // pipe), and Asio sets O_NONBLOCK lazily, so set it on both sockets now.
+      error_code nb1, nb2;
+      down_.native_non_blocking(true, nb1);
+      up_.native_non_blocking(true, nb2);
+      if (nb1 || nb2) {
+        close_all();
+        co_return;
+      }
+    }
+    pumps_ = 2;
+    asio::co_spawn(worker_->io_, pump(shared_from_this(), 1, splice), asio::detached);
+    co_await pump(shared_from_this(), 0, splice);
+  }
+
+  // ---- limits -------------------------------------------------------------------------------
+
+  asio::awaitable<bool> reserve_listener_slot() {
+    auto& active = stats_.active;
+    const std::uint64_t max = opts_.max_connections;
+    if (max == 0) {
+      active.fetch_add(1, std::memory_order_relaxed);
+      holding_slot_ = true;
+      co_return true;
+    }
+    const auto deadline = steady::now() + opts_.queue_timeout;
+    for (;;) {
+      std::uint64_t cur = active.load(std::memory_order_relaxed);
+      while (cur < max) {
+        if (active.compare_exchange_weak(cur, cur + 1, std::memory_order_relaxed)) {
+          holding_slot_ = true;
+          co_return true;
+        }
+      }
+      if (opts_.on_limit == config::tcp_options::limit_action::refuse ||
+          steady::now() >= deadline || worker_->draining_ || !co_await queue_wait()) {
+        stats_.refused.fetch_add(1, std::memory_order_relaxed);
+        co_return false;
+      }
+    }
+  }
+
+  // Waits one polling interval; false when the client went away or the worker drains.
+  asio::awaitable<bool> queue_wait() {
+    phase_ = phase::queue;
+    timer_.expires_after(queue_poll);
+    auto [ec] = co_await timer_.async_wait(use_tuple);
+    co_return !ec && !worker_->draining_ && down_.is_open();
+  }
+
+  bool trusted(const sockaddr* sa) const noexcept {
+    for (const auto& c : opts_.proxy.trusted)
+      if (c.contains(sa)) return true;
+    return false;
+  }
+
+  // ---- preamble: PROXY header from a trusted balancer, then the TLS ClientHello ------------
+
+  asio::awaitable<bool> read_preamble(bool want_proxy, bool want_sni, int& cluster) {
+    const std::size_t cap = (want_proxy ? proxy_v2_parse_max : 0) + (want_sni ? client_hello_max : 0);
+    pre_.reset(new std::uint8_t[cap]);
+    bool proxy_done = !want_proxy;
+    timed_out_ = false;
+    arm(opts_.header_timeout);
+    bool ok = true;
+    for (;;) {
+      if (!proxy_done) {
+        auto h = parse_proxy_header({pre_.get(), pre_len_});
+        if (h.state == proxy_header::status::invalid) {
+          SLUICE_LOG(debug, "listener " << listener_->cfg->name << ": malformed PROXY header, closing");
+          ok = false;
+          break;
+        }
+        if (h.state == proxy_header::status::complete) {
+          proxy_done = true;
+          pre_off_ = h.length;
+          if (h.has_addresses) {
+            client_ = h.source;
+            local_ = h.destination;
+          }
+        }
+      }
+      if (proxy_done) {
+        if (!want_sni) break;
+        auto hello = parse_client_hello({pre_.get() + pre_off_, pre_len_ - pre_off_});
+        if (hello.state == client_hello::status::complete) {
+          cluster = listener_->sni->route(hello.server_name);
+          break;
+        }
+        if (hello.state == client_hello::status::invalid) {
+          cluster = listener_->sni->fallback();
+          break;
+        }
+      }
+      if (pre_len_ == cap) {
+        if (!proxy_done) {
+          ok = false;
+        } else {
+          cluster = listener_->sni->fallback();  // a ClientHello too large to inspect
+        }
+        break;
+      }
+      auto [ec, n] = co_await down_.async_read_some(
+          asio::buffer(pre_.get() + pre_len_, cap - pre_len_), use_tuple);
+      if (ec) {
+        // A client that says nothing (server-speaks-first protocols) is routed by default
+        // once the wait is over; one that leaves or errs mid-preamble is closed.
+        if (timed_out_ && proxy_done && want_sni) {
+          cluster = listener_->sni->fallback();
+        } else {
+          ok = false;
+        }
+        break;
+      }
+      pre_len_ += n;
+    }
+    disarm();
+    if (!ok) stats_.bad_preamble.fetch_add(1, std::memory_order_relaxed);
+    // The socket may have been cancelled by the timer; it stays usable for the relay.
+    co_return ok;
+  }
+
+  // ---- upstream: pick, connect, fail over ----------------------------------------------------
+
+  asio::awaitable<bool> connect_upstream(int index) {
+    auto& cache = worker_->caches_[static_cast<std::size_t>(index)];
+    const config::cluster& ccfg = cache.owner().config();
+    snap_ = cache.hold();
+    balance::pick_context ctx;
+    if (ccfg.policy == config::policy_kind::ring_hash) ctx.hash = balance::hash_key(client_host());
+
+    // Tried backends first, then the ones found full (those are retried after a queue wait).
+    std::array<core::backend*, 64> excluded{};
+    std::size_t tried = 0, full = 0;
+    const std::uint32_t limit = ccfg.max_connections_per_backend;
+    const bool queue = opts_.on_limit == config::tcp_options::limit_action::queue;
+    const auto deadline = steady::now() + opts_.queue_timeout;
+    for (;;) {
+      ctx.exclude = {excluded.data(), tried + full};
+      core::backend* b = snap_->pick(ctx);
+      if (!b) {
+        if (full > 0 && queue && steady::now() < deadline && co_await queue_wait()) {
+          full = 0;
+          phase_ = phase::connect;
+          continue;
+        }
+        if (full > 0 && tried == 0)
+          stats_.refused.fetch_add(1, std::memory_order_relaxed);
+        else
+          stats_.no_backend.fetch_add(1, std::memory_order_relaxed);
+        co_return false;
+      }
+      pool::lease l(*b);
+      if (limit != 0 && b->active() > limit) {
+        l.release();
+        if (tried + full == excluded.size()) co_return false;
+        excluded[tried + full] = b;
+        ++full;
+        continue;
+      }
+      b->stats().requests.fetch_add(1, std::memory_order_relaxed);
+      error_code ec = co_await connect_one(*b, ccfg.timeouts.connect);
+      if (!ec) {
+        l.report(pool::outcome::success);
+        lease_ = std::move(l);
+        co_return true;
+      }
+      l.report(pool::outcome::connect_failure);
+      stats_.connect_failures.fetch_add(1, std::memory_order_relaxed);
+      SLUICE_LOG(debug, "listener " << listener_->cfg->name << ": connect to " << b->name()
+                                    << " failed: " << ec.message());
+      // Keep tried ones in front of full ones.
+      if (full > 0) excluded[tried + full] = excluded[tried];
+      excluded[tried++] = b;
+      if (tried >= ccfg.max_tries || tried + full >= excluded.size() || !down_.is_open()) {
+        stats_.no_backend.fetch_add(1, std::memory_order_relaxed);
+        co_return false;
+      }
+    }
+  }
+
+  asio::awaitable<error_code> connect_one(core::backend& b, config::duration timeout) {
+    tcp::endpoint ep;
+    const auto& a = b.addr();
+    std::memcpy(ep.data(), &a.storage, a.length);
+    ep.resize(a.length);
+    up_ = tcp::socket(worker_->io_);
+    error_code ec;
+    up_.open(ep.protocol(), ec);
+    if (ec) co_return ec;
+    timed_out_ = false;
+    arm(timeout);
+    auto [cec] = co_await up_.async_connect(ep, use_tuple);
+    disarm();
+    if (timed_out_) cec = asio::error::timed_out;
+    if (!cec) up_.set_option(tcp::no_delay(true), ec);
+    co_return cec;
+  }
+
+  std::string client_host() const {
+    char buf[INET6_ADDRSTRLEN] = {};
+    if (client_.ss_family == AF_INET)
+      ::inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&client_)->sin_addr, buf, sizeof buf);
+    else if (client_.ss_family == AF_INET6)
+      ::inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(&client_)->sin6_addr, buf, sizeof buf);
+    return buf;
+  }
+
+  // ---- relay -----------------------------------------------------------------------------------
+
+  static asio::awaitable<void> pump(std::shared_ptr<session> self, int which, bool splice) {
+    direction& d = self->dirs_[which];
+    if (splice && self->worker_->get_pipe(d.pipe, self->opts_.buffer_size))
+      co_await self->pump_splice(d);
+    else
+      co_await self->pump_buffer(d);
+    if (--self->pumps_ == 0) self->finish();
+  }
+
+  asio::awaitable<void> pump_splice(direction& d) {
+    constexpr unsigned flags = SPLICE_F_NONBLOCK | SPLICE_F_MOVE;
+    const std::size_t cap = d.pipe.size;
+    bool eof = false;
+    for (;;) {
+      if (aborted_) co_return;
+      if (!eof && d.in_pipe < cap) {
+        const ssize_t n = ::splice(d.src->native_handle(), nullptr, d.pipe.w, nullptr,
+                                   cap - d.in_pipe, flags);
+        if (n > 0) {
+          d.in_pipe += static_cast<std::size_t>(n);
+        } else if (n == 0) {
+          eof = true;
+        } else if (errno == EINTR) {
+          continue;
+        } else if (errno == EAGAIN) {
+          // Nothing to read; with data already in the pipe go and write it first.
+          if (d.in_pipe == 0) {
+            auto [ec] = co_await d.src->async_wait(tcp::socket::wait_read, use_tuple);
+            if (aborted_) co_return;
+            if (ec) {
+              read_failed(d, ec.value());
+              co_return;
+            }
+            continue;
+          }
+        } else {
+          read_failed(d, errno);
+          co_return;
+        }
+      }
+      if (d.in_pipe > 0) {
+        const ssize_t n = ::splice(d.pipe.r, nullptr, d.dst->native_handle(), nullptr, d.in_pipe, flags);
+        if (n > 0) {
+          d.in_pipe -= static_cast<std::size_t>(n);
+          count(d, static_cast<std::size_t>(n));
+          continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && errno == EAGAIN) {
+          auto [ec] = co_await d.dst->async_wait(tcp::socket::wait_write, use_tuple);
+          if (aborted_) co_return;
+          if (ec) {
+            write_failed(d);
+            co_return;
+          }
+          continue;
+        }
+        write_failed(d);
+        co_return;
+      }
+      if (eof) {
+        pass_fin(d);
+        co_return;
+      }
+    }
+  }
+
+  asio::awaitable<void> pump_buffer(direction& d) {
+    const std::size_t size = opts_.buffer_size;
+    std::unique_ptr<std::uint8_t[]> buf(new std::uint8_t[size]);
+    for (;;) {
+      auto [ec, n] = co_await d.src->async_read_some(asio::buffer(buf.get(), size), use_tuple);
+      if (aborted_) co_return;
+      if (ec == asio::error::eof) {
+        pass_fin(d);
+        co_return;
+      }
+      if (ec) {
+        read_failed(d, ec.value());
+        co_return;
+      }
+      last_activity_ = steady::now();
+      auto [wec, m] = co_await asio::async_write(*d.dst, asio::buffer(buf.get(), n), use_tuple);
+      if (aborted_) co_return;
+      if (wec) {
+        write_failed(d);
+        co_return;
+      }
+      count(d, m);
+    }
+  }
+
+  void count(direction& d, std::size_t n) noexcept {
+    if (d.listener_bytes) d.listener_bytes->fetch_add(n, std::memory_order_relaxed);
+    if (d.backend_bytes) d.backend_bytes->fetch_add(n, std::memory_order_relaxed);
+    last_activity_ = steady::now();
+  }
+
+  // The source sent FIN and everything before it is delivered: pass the FIN on and keep the
+  // other direction flowing.
+  void pass_fin(direction& d) {
+    error_code ec;
+    d.dst->shutdown(tcp::socket::shutdown_send, ec);
+  }
+
+  // Reading the source failed (normally a reset): reset the other side too.
+  void read_failed(direction& d, int err) {
+    if (d.upstream_src) lease_.report(pool::outcome::reset);
+    reset(*d.dst);
+  }
+
+  // Writing to the destination failed (it reset or went away): reset the source.
+  void write_failed(direction& d) {
+    if (!d.upstream_src) lease_.report(pool::outcome::reset);
+    reset(*d.src);
+  }
+
+  // Closes both sockets; `victim` with SO_LINGER 0 so its peer gets a RST.
+  void reset(tcp::socket& victim) {
+    if (aborted_) return;
+    stats_.resets.fetch_add(1, std::memory_order_relaxed);
+    error_code ec;
+    victim.set_option(asio::socket_base::linger(true, 0), ec);
+    close_all();
+  }
+
+  void close_all() {
+    if (aborted_) return;
+    aborted_ = true;
+    error_code ec;
+    down_.close(ec);
+    up_.close(ec);
+    disarm();
+  }
+
+  void finish() {
+    phase_ = phase::done;
+    disarm();
+  }
+
+  // ---- the one timer: preamble / connect deadline, then the relay watchdog -------------------
+
+  void arm(config::duration d) { arm_at(steady::now() + d); }
+
+  void arm_at(steady::time_point when) {
+    timer_.expires_at(when);
+    const std::uint64_t gen = ++timer_gen_;
+    timer_.async_wait([self = shared_from_this(), gen](error_code ec) {
+      if (ec || gen != self->timer_gen_) return;
+      self->on_timer();
+    });
+  }
+
+  void disarm() {
+    ++timer_gen_;
+    timer_.cancel();
+  }
+
+  void arm_watchdog() {
+    steady::time_point when = last_activity_ + opts_.idle_timeout;
+    if (opts_.max_lifetime.count() > 0) when = std::min(when, started_ + opts_.max_lifetime);
+    arm_at(when);
+  }
+
+  void on_timer() {
+    error_code ec;
+    switch (phase_) {
+      case phase::preamble:
+        timed_out_ = true;
+        down_.cancel(ec);
+        return;
+      case phase::connect:
+        timed_out_ = true;
+        up_.cancel(ec);
+        return;
+      case phase::relay: {
+        const auto now = steady::now();
+        if (opts_.max_lifetime.count() > 0 && now >= started_ + opts_.max_lifetime) {
+          stats_.lifetime_expired.fetch_add(1, std::memory_order_relaxed);
+          close_all();
+          return;
+        }
+        if (now >= last_activity_ + opts_.idle_timeout) {
+          // Not reported to passive health: a quiet client is no sign of a bad backend.
+          stats_.idle_timeouts.fetch_add(1, std::memory_order_relaxed);
+          close_all();
+          return;
+        }
+        arm_watchdog();
+        return;
+      }
+      case phase::queue:
+      case phase::done:
+        return;
+    }
+  }
+
+  std::shared_ptr<const listener_state> listener_;
+  std::shared_ptr<worker_state> worker_;
+  const config::tcp_options& opts_;
+  listener_stats& stats_;
+  tcp::socket down_;
+  tcp::socket up_;
+  asio::steady_timer timer_;
+  std::uint64_t timer_gen_ = 0;
+  bool timed_out_ = false;
+  bool aborted_ = false;
+  bool holding_slot_ = false;
+  phase phase_ = phase::queue;
+  int pumps_ = 0;
+  steady::time_point started_;
+  steady::time_point last_activity_;
+  sockaddr_storage client_{};
+  sockaddr_storage local_{};
+  std::unique_ptr<std::uint8_t[]> pre_;  // bytes read before connecting, replayed upstream
+  std::size_t pre_len_ = 0;
+  std::size_t pre_off_ = 0;  // start of the replay (after an accepted PROXY header)
+  std::shared_ptr<const pool::snapshot> snap_;  // keeps the leased backend alive
+  pool::lease lease_;
+  std::array<direction, 2> dirs_{};
+};
+
+}  // namespace
+
+std::shared_ptr<const listener_state> make_listener_state(
+    const config::listener& cfg, const std::vector<std::shared_ptr<pool::cluster>>& clusters) {
+  auto index = [&](const std::string& name) {
+    for (std::size_t i = 0; i < clusters.size(); ++i)
+      if (clusters[i]->name() == name) return static_cast<int>(i);
+    return -1;
+  };
+  auto st = std::make_shared<listener_state>();
+  st->cfg = &cfg;
+  st->cluster = cfg.cluster.empty() ? -1 : index(cfg.cluster);
+  if (!cfg.tcp.sni_routes.empty()) {
+    std::vector<sni_router::entry> entries;
+    for (const auto& r : cfg.tcp.sni_routes) entries.push_back({r.server_name, index(r.cluster)});
+    st->sni = std::make_shared<const sni_router>(entries, st->cluster);
+  }
+  return st;
+}
+
+std::shared_ptr<worker_state> make_worker_state(
+    asio::io_context& io, const std::vector<std::shared_ptr<pool::cluster>>& clusters) {
+  return std::make_shared<worker_state>(io, clusters);
+}
+
+void start_session(tcp::socket socket, std::shared_ptr<const listener_state> listener,
+                   const std::shared_ptr<worker_state>& worker) {
+  if (worker->draining_) return;  // accepted just before the acceptor closed
+  auto s = std::make_shared<session>(std::move(socket), std::move(listener), worker);
+  asio::co_spawn(worker->io_, session::run(std::move(s)), asio::detached);
+}
+
+void drain(worker_state& worker) { worker.draining_ = true; }
+
+std::size_t active_sessions(const worker_state& worker) noexcept {
+  return worker.active_.load(std::memory_order_relaxed);
+}
+
+}  // namespace sluice::l4
