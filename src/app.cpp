@@ -8,9 +8,11 @@
 
 #include "admin/server.hpp"
 #include "http/proxy.hpp"
+#include "l4/proxy.hpp"
 #include "sluice/admin/status.hpp"
 #include "sluice/metrics/registry.hpp"
 #include "net/runtime.hpp"
+#include "net/sd_notify.hpp"
 #include "sluice/core/address.hpp"
 #include "sluice/discovery/etcd_source.hpp"
 #include "sluice/health/monitor.hpp"
@@ -38,6 +40,13 @@ std::vector<pool::endpoint> resolve_endpoints(const config::cluster& c,
   return out;
 }
 
+// "127.0.0.1:8080" / "[::1]:8080" for a bound listener (the configured port may have been 0).
+std::string bound_text(const core::address& a, std::uint16_t port) {
+  std::string host = a.host();
+  if (a.storage.ss_family == AF_INET6) host = "[" + host + "]";
+  return host + ':' + std::to_string(port);
+}
+
 }  // namespace
 
 std::vector<std::string> preflight(const config::config& cfg) {
@@ -51,8 +60,6 @@ std::vector<std::string> preflight(const config::config& cfg) {
     std::string err;
     if (!core::resolve(l.address, &err, /*allow_zero_port=*/true))
       errors.push_back("listener " + l.name + ": address " + l.address + ": " + err);
-    if (l.protocol == config::listener::protocol_kind::tcp)
-      errors.push_back("listener " + l.name + ": protocol tcp is not supported by this build yet");
   }
   return errors;
 }
@@ -127,24 +134,34 @@ int run(const config::config& cfg) {
   for (unsigned w = 0; w < rt.workers(); ++w)
     workers.push_back(http::make_worker_state(rt.io(w), clusters, access, registry, w));
 
+  std::vector<std::shared_ptr<l4::worker_state>> l4_workers;
+  for (unsigned w = 0; w < rt.workers(); ++w)
+    l4_workers.push_back(l4::make_worker_state(rt.io(w), clusters));
+
   try {
     for (const auto& l : cfg.listeners) {
-      auto state = std::make_shared<http::listener_state>();
-      state->cfg = &l;
-      state->index = ports.size();
-      state->routes = std::make_shared<const http::router>(l.routes);
-      for (const auto& r : l.routes) state->route_cluster.push_back(r.direct ? -1 : cluster_index(r.cluster));
       net::listen_spec spec;
       spec.name = l.name;
       spec.address = *core::resolve(l.address, nullptr, true);
-      spec.on_accept = [state, &workers](unsigned w, boost::asio::ip::tcp::socket s) {
-        http::start_session(std::move(s), state, workers[w]);
-      };
+      if (l.protocol == config::listener::protocol_kind::tcp) {
+        auto state = l4::make_listener_state(l, clusters);
+        spec.on_accept = [state, &l4_workers](unsigned w, boost::asio::ip::tcp::socket s) {
+          l4::start_session(std::move(s), state, l4_workers[w]);
+        };
+      } else {
+        auto state = std::make_shared<http::listener_state>();
+        state->cfg = &l;
+        state->index = ports.size();
+        state->routes = std::make_shared<const http::router>(l.routes);
+        for (const auto& r : l.routes)
+          state->route_cluster.push_back(r.direct ? -1 : cluster_index(r.cluster));
+        spec.on_accept = [state, &workers](unsigned w, boost::asio::ip::tcp::socket s) {
+          http::start_session(std::move(s), state, workers[w]);
+        };
+      }
       auto port = rt.listen(spec);
-      auto bound = spec.address;
-      SLUICE_LOG(info, "listening name=" << l.name << " address="
-                                         << (bound.storage.ss_family == AF_INET6 ? "[" + bound.host() + "]" : bound.host())
-                                         << ':' << port << " workers=" << rt.workers());
+      SLUICE_LOG(info, "listening name=" << l.name << " address=" << bound_text(spec.address, port)
+                                         << " workers=" << rt.workers());
       ports.push_back(port);
     }
     if (!cfg.admin.address.empty()) {
@@ -152,10 +169,8 @@ int run(const config::config& cfg) {
           rt.control(), admin::server_options{&cfg, clusters, registry});
       const auto port = admin_server->start();
       for (std::size_t i = 0; i < ports.size(); ++i) admin_server->set_listener_port(i, ports[i]);
-      auto bound = *core::resolve(cfg.admin.address, nullptr, true);
       SLUICE_LOG(info, "admin listening address="
-                           << (bound.storage.ss_family == AF_INET6 ? "[" + bound.host() + "]" : bound.host())
-                           << ':' << port);
+                           << bound_text(*core::resolve(cfg.admin.address, nullptr, true), port));
     }
   } catch (const std::exception& e) {
     SLUICE_LOG(error, e.what());
@@ -163,16 +178,21 @@ int run(const config::config& cfg) {
   }
 
   rt.on_drain([&] {
+    net::sd_notify("STOPPING=1");
     if (admin_server) admin_server->set_draining();
     // Control-thread timers (watches, probes) must stop, else the control loop never runs dry.
     for (auto& s : sources) s->stop();
     for (auto& m : monitors) m->stop();
     for (unsigned w = 0; w < rt.workers(); ++w)
-      boost::asio::post(rt.io(w), [ws = workers[w]] { http::drain(*ws); });
+      boost::asio::post(rt.io(w), [ws = workers[w], l4w = l4_workers[w]] {
+        http::drain(*ws);
+        l4::drain(*l4w);
+      });
   });
   rt.active_counter([&] {
     std::size_t n = 0;
     for (const auto& ws : workers) n += http::active_sessions(*ws);
+    for (const auto& ws : l4_workers) n += l4::active_sessions(*ws);
     return n;
   });
   rt.on_sigusr1([access] {
@@ -184,11 +204,14 @@ int run(const config::config& cfg) {
 
   SLUICE_LOG(info, "sluice " SLUICE_VERSION " started, " << rt.workers() << " worker(s)");
   for (auto& s : sources) s->start();
+  net::sd_notify("READY=1\nSTATUS=serving " + std::to_string(cfg.listeners.size()) +
+                 " listener(s), " + std::to_string(rt.workers()) + " worker(s)");
   int rc = rt.run(cfg.drain_timeout);
   if (admin_server) admin_server->stop();
   sources.clear();
   monitors.clear();
   workers.clear();
+  l4_workers.clear();
   return rc;
 }
 
