@@ -15,6 +15,7 @@
 #include "net/sd_notify.hpp"
 #include "sluice/core/address.hpp"
 #include "sluice/discovery/etcd_source.hpp"
+#include "sluice/discovery/source_metrics.hpp"
 #include "sluice/health/monitor.hpp"
 #include "sluice/http/router.hpp"
 #include "sluice/log/access_log.hpp"
@@ -128,6 +129,7 @@ int run(const config::config& cfg) {
       SLUICE_LOG(error, derr);
       return 1;
     }
+    registry->set_discovery_source(i, discovery::metrics_probe(*src));
     sources.push_back(std::move(src));
   }
   std::vector<std::shared_ptr<http::worker_state>> workers;
@@ -136,7 +138,7 @@ int run(const config::config& cfg) {
 
   std::vector<std::shared_ptr<l4::worker_state>> l4_workers;
   for (unsigned w = 0; w < rt.workers(); ++w)
-    l4_workers.push_back(l4::make_worker_state(rt.io(w), clusters));
+    l4_workers.push_back(l4::make_worker_state(rt.io(w), clusters, registry, w));
 
   try {
     for (const auto& l : cfg.listeners) {
@@ -144,7 +146,7 @@ int run(const config::config& cfg) {
       spec.name = l.name;
       spec.address = *core::resolve(l.address, nullptr, true);
       if (l.protocol == config::listener::protocol_kind::tcp) {
-        auto state = l4::make_listener_state(l, clusters);
+        auto state = l4::make_listener_state(l, clusters, ports.size(), registry);
         spec.on_accept = [state, &l4_workers](unsigned w, boost::asio::ip::tcp::socket s) {
           l4::start_session(std::move(s), state, l4_workers[w]);
         };

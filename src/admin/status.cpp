@@ -1,6 +1,7 @@
 #include "sluice/admin/status.hpp"
 
 #include <algorithm>
+#include <optional>
 
 #include <boost/json.hpp>
 
@@ -87,6 +88,15 @@ json::object listener_json(const config::listener& l, std::size_t index,
     o["requests"] = classes(t.responses);
     o["received_bytes"] = t.bytes_in;
     o["sent_bytes"] = t.bytes_out;
+    if (const auto tcp = in.metrics->tcp_counters(index)) {
+      json::object closed;
+      for (unsigned k = 0; k < metrics::tcp_close_reasons; ++k) {
+        const auto reason = static_cast<metrics::tcp_close_reason>(k);
+        closed[metrics::to_string(reason)] = tcp->closed_by(reason);
+      }
+      o["upstream_connect_failures_total"] = tcp->connect_failures.load(std::memory_order_relaxed);
+      o["closed"] = std::move(closed);
+    }
   }
   return o;
 }
@@ -140,11 +150,26 @@ json::object cluster_json(const pool::cluster& c, std::size_t index, const statu
   json::object disc;
   disc["source"] = cfg.discovery ? "etcd" : "static";
   if (in.metrics) {
-    disc["state"] = metrics::to_string(in.metrics->discovery(index));
-    if (auto age = in.metrics->discovery_event_age(index))
+    std::optional<metrics::discovery_sample> sample;
+    try {
+      sample = in.metrics->discovery_source(index);
+    } catch (...) {  // a failing probe leaves the source's figures out
+    }
+    disc["state"] = metrics::to_string(sample ? sample->state : in.metrics->discovery(index));
+    const auto age = sample ? sample->last_event_age : in.metrics->discovery_event_age(index);
+    if (age)
       disc["last_event_age_seconds"] = *age;
     else
       disc["last_event_age_seconds"] = nullptr;
+    if (sample) {
+      disc["connected"] = sample->connected;
+      disc["revision"] = sample->revision;
+      disc["endpoints"] = sample->endpoints;
+      disc["updates_total"] = sample->updates;
+      disc["disconnects_total"] = sample->disconnects;
+      disc["full_reads_total"] = sample->full_reads;
+      disc["invalid_entries_total"] = sample->skipped;
+    }
   }
   o["discovery"] = std::move(disc);
   o["snapshot_version"] = snap->version;

@@ -11,6 +11,7 @@
 #include "sluice/config/config.hpp"
 #include "sluice/l4/sni_router.hpp"
 #include "sluice/l4/stats.hpp"
+#include "sluice/metrics/registry.hpp"
 #include "sluice/pool/cluster.hpp"
 
 namespace sluice::l4 {
@@ -18,6 +19,7 @@ namespace sluice::l4 {
 /// Immutable (except the atomic counters), shared by all workers: one per tcp listener.
 struct listener_state {
   const config::listener* cfg = nullptr;
+  std::size_t index = 0;  ///< position in config::listeners (metrics label)
   /// Index into the worker's cluster list of the listener's `cluster` (-1: none, then only
   /// SNI routes can pick one).
   int cluster = -1;
@@ -28,17 +30,23 @@ struct listener_state {
 
 /// Builds the state of `cfg` (a tcp listener), resolving cluster names against `clusters`
 /// (the same list, in the same order, given to make_worker_state). A name that is not found
-/// becomes -1 (the loader has already rejected unknown names).
+/// becomes -1 (the loader has already rejected unknown names). `index` is the listener's
+/// position in config::listeners; with `metrics`, its counters are the registry's (exported
+/// as a TCP listener), else private ones.
 std::shared_ptr<const listener_state> make_listener_state(
-    const config::listener& cfg, const std::vector<std::shared_ptr<pool::cluster>>& clusters);
+    const config::listener& cfg, const std::vector<std::shared_ptr<pool::cluster>>& clusters,
+    std::size_t index = 0, const std::shared_ptr<metrics::registry>& metrics = nullptr);
 
 /// Per-worker state: snapshot caches, a small pool of empty pipes for splice, the drain flag
 /// and the count of live sessions. Lives on, and is only touched from, its worker's thread
 /// (except active_sessions()).
 class worker_state;
 
+/// With `metrics`, sessions on this worker count connections, bytes and connect failures in
+/// shard `worker_index` (the worker's own).
 std::shared_ptr<worker_state> make_worker_state(
-    boost::asio::io_context& io, const std::vector<std::shared_ptr<pool::cluster>>& clusters);
+    boost::asio::io_context& io, const std::vector<std::shared_ptr<pool::cluster>>& clusters,
+    std::shared_ptr<metrics::registry> metrics = nullptr, unsigned worker_index = 0);
 
 /// Starts relaying one accepted downstream connection (call on the worker's thread).
 void start_session(boost::asio::ip::tcp::socket socket,

@@ -63,8 +63,12 @@ void close_pipe(pipe_pair& p) noexcept {
 
 class worker_state {
  public:
-  worker_state(asio::io_context& io, const std::vector<std::shared_ptr<pool::cluster>>& clusters)
-      : io_(io), clusters_(clusters) {
+  worker_state(asio::io_context& io, const std::vector<std::shared_ptr<pool::cluster>>& clusters,
+               std::shared_ptr<metrics::registry> metrics, unsigned worker_index)
+      : io_(io),
+        clusters_(clusters),
+        registry_(std::move(metrics)),
+        shard_(registry_ ? &registry_->shard(worker_index) : nullptr) {
     caches_.reserve(clusters.size());
     for (const auto& c : clusters) caches_.emplace_back(*c);
   }
@@ -106,6 +110,8 @@ class worker_state {
   asio::io_context& io_;
   std::vector<std::shared_ptr<pool::cluster>> clusters_;
   std::vector<pool::snapshot_cache> caches_;
+  std::shared_ptr<metrics::registry> registry_;  // keeps the shard alive
+  metrics::worker_shard* shard_;                 // this worker's shard, or null
   std::vector<pipe_pair> pipes_;
   std::atomic<std::size_t> active_{0};
   bool draining_ = false;
@@ -121,17 +127,20 @@ class session : public std::enable_shared_from_this<session> {
         worker_(std::move(worker)),
         opts_(listener_->cfg->tcp),
         stats_(*listener_->stats),
+        shard_(worker_->shard_),
+        index_(listener_->index),
         down_(std::move(socket)),
         up_(worker_->io_),
         timer_(worker_->io_),
         started_(steady::now()) {
     worker_->active_.fetch_add(1, std::memory_order_relaxed);
-    stats_.connections.fetch_add(1, std::memory_order_relaxed);
+    if (shard_) shard_->on_connection_open(index_);
   }
 
   ~session() {
     for (auto& d : dirs_) worker_->put_pipe(d.pipe, d.in_pipe == 0);
     if (holding_slot_) stats_.active.fetch_sub(1, std::memory_order_relaxed);
+    if (shard_) shard_->on_connection_close(index_);
     worker_->active_.fetch_sub(1, std::memory_order_relaxed);
   }
 
@@ -146,7 +155,6 @@ class session : public std::enable_shared_from_this<session> {
     tcp::socket* dst = nullptr;
     pipe_pair pipe;
     std::size_t in_pipe = 0;
-    std::atomic<std::uint64_t>* listener_bytes = nullptr;
     std::atomic<std::uint64_t>* backend_bytes = nullptr;
     bool upstream_src = false;  // true for upstream → downstream
   };
@@ -172,7 +180,7 @@ class session : public std::enable_shared_from_this<session> {
       if (!co_await read_preamble(want_proxy, want_sni, cluster)) co_return;
     }
     if (cluster < 0 || static_cast<std::size_t>(cluster) >= worker_->caches_.size()) {
-      stats_.no_backend.fetch_add(1, std::memory_order_relaxed);
+      stats_.on_close(metrics::tcp_close_reason::no_backend);
       co_return;
     }
 
@@ -192,10 +200,8 @@ class session : public std::enable_shared_from_this<session> {
     else if (opts_.proxy.send == config::proxy_protocol::version::v2)
       header_len = encode_proxy_v2(reinterpret_cast<const sockaddr*>(&client_),
                                    reinterpret_cast<const sockaddr*>(&local_), header);
-    dirs_[0] = {&down_, &up_, {}, 0, &stats_.bytes_downstream_in,
-                &lease_.get()->stats().bytes_sent, false};
-    dirs_[1] = {&up_, &down_, {}, 0, &stats_.bytes_downstream_out,
-                &lease_.get()->stats().bytes_received, true};
+    dirs_[0] = {&down_, &up_, {}, 0, &lease_.get()->stats().bytes_sent, false};
+    dirs_[1] = {&up_, &down_, {}, 0, &lease_.get()->stats().bytes_received, true};
     const std::size_t replay = pre_len_ - pre_off_;
     if (header_len + replay > 0) {
       std::array<asio::const_buffer, 2> bufs{asio::buffer(header.data(), header_len),
@@ -232,11 +238,7 @@ class session : public std::enable_shared_from_this<session> {
   asio::awaitable<bool> reserve_listener_slot() {
     auto& active = stats_.active;
     const std::uint64_t max = opts_.max_connections;
-    if (max == 0) {
-      active.fetch_add(1, std::memory_order_relaxed);
-      holding_slot_ = true;
-      co_return true;
-    }
+    if (max == 0) co_return true;  // no limit: no shared counter to touch
     const auto deadline = steady::now() + opts_.queue_timeout;
     for (;;) {
       std::uint64_t cur = active.load(std::memory_order_relaxed);
@@ -248,7 +250,7 @@ class session : public std::enable_shared_from_this<session> {
       }
       if (opts_.on_limit == config::tcp_options::limit_action::refuse ||
           steady::now() >= deadline || worker_->draining_ || !co_await queue_wait()) {
-        stats_.refused.fetch_add(1, std::memory_order_relaxed);
+        stats_.on_close(metrics::tcp_close_reason::refused);
         co_return false;
       }
     }
@@ -329,7 +331,7 @@ class session : public std::enable_shared_from_this<session> {
       pre_len_ += n;
     }
     disarm();
-    if (!ok) stats_.bad_preamble.fetch_add(1, std::memory_order_relaxed);
+    if (!ok) stats_.on_close(metrics::tcp_close_reason::bad_preamble);
     // The socket may have been cancelled by the timer; it stays usable for the relay.
     co_return ok;
   }
@@ -358,10 +360,8 @@ class session : public std::enable_shared_from_this<session> {
           phase_ = phase::connect;
           continue;
         }
-        if (full > 0 && tried == 0)
-          stats_.refused.fetch_add(1, std::memory_order_relaxed);
-        else
-          stats_.no_backend.fetch_add(1, std::memory_order_relaxed);
+        stats_.on_close(full > 0 && tried == 0 ? metrics::tcp_close_reason::refused
+                                               : metrics::tcp_close_reason::no_backend);
         co_return false;
       }
       pool::lease l(*b);
@@ -381,13 +381,14 @@ class session : public std::enable_shared_from_this<session> {
       }
       l.report(pool::outcome::connect_failure);
       stats_.connect_failures.fetch_add(1, std::memory_order_relaxed);
+      if (shard_) shard_->on_connect_failure(index);
       SLUICE_LOG(debug, "listener " << listener_->cfg->name << ": connect to " << b->name()
                                     << " failed: " << ec.message());
       // Keep tried ones in front of full ones.
       if (full > 0) excluded[tried + full] = excluded[tried];
       excluded[tried++] = b;
       if (tried >= ccfg.max_tries || tried + full >= excluded.size() || !down_.is_open()) {
-        stats_.no_backend.fetch_add(1, std::memory_order_relaxed);
+        stats_.on_close(metrics::tcp_close_reason::no_backend);
         co_return false;
       }
     }
@@ -514,8 +515,15 @@ class session : public std::enable_shared_from_this<session> {
     }
   }
 
+  // Once per splice/write call: a single-writer store into this worker's shard, and the
+  // backend's shared counter.
   void count(direction& d, std::size_t n) noexcept {
-    if (d.listener_bytes) d.listener_bytes->fetch_add(n, std::memory_order_relaxed);
+    if (shard_) {
+      if (d.upstream_src)
+        shard_->on_sent(index_, n);
+      else
+        shard_->on_received(index_, n);
+    }
     if (d.backend_bytes) d.backend_bytes->fetch_add(n, std::memory_order_relaxed);
     last_activity_ = steady::now();
   }
@@ -542,7 +550,7 @@ class session : public std::enable_shared_from_this<session> {
   // Closes both sockets; `victim` with SO_LINGER 0 so its peer gets a RST.
   void reset(tcp::socket& victim) {
     if (aborted_) return;
-    stats_.resets.fetch_add(1, std::memory_order_relaxed);
+    stats_.on_close(metrics::tcp_close_reason::reset);
     error_code ec;
     victim.set_option(asio::socket_base::linger(true, 0), ec);
     close_all();
@@ -600,13 +608,13 @@ class session : public std::enable_shared_from_this<session> {
       case phase::relay: {
         const auto now = steady::now();
         if (opts_.max_lifetime.count() > 0 && now >= started_ + opts_.max_lifetime) {
-          stats_.lifetime_expired.fetch_add(1, std::memory_order_relaxed);
+          stats_.on_close(metrics::tcp_close_reason::lifetime_expired);
           close_all();
           return;
         }
         if (now >= last_activity_ + opts_.idle_timeout) {
           // Not reported to passive health: a quiet client is no sign of a bad backend.
-          stats_.idle_timeouts.fetch_add(1, std::memory_order_relaxed);
+          stats_.on_close(metrics::tcp_close_reason::idle_timeout);
           close_all();
           return;
         }
@@ -623,6 +631,8 @@ class session : public std::enable_shared_from_this<session> {
   std::shared_ptr<worker_state> worker_;
   const config::tcp_options& opts_;
   listener_stats& stats_;
+  metrics::worker_shard* shard_;  // the worker's, or null
+  std::size_t index_;             // listener's config position (metrics)
   tcp::socket down_;
   tcp::socket up_;
   asio::steady_timer timer_;
@@ -647,7 +657,8 @@ class session : public std::enable_shared_from_this<session> {
 }  // namespace
 
 std::shared_ptr<const listener_state> make_listener_state(
-    const config::listener& cfg, const std::vector<std::shared_ptr<pool::cluster>>& clusters) {
+    const config::listener& cfg, const std::vector<std::shared_ptr<pool::cluster>>& clusters,
+    std::size_t listener_index, const std::shared_ptr<metrics::registry>& metrics) {
   auto index = [&](const std::string& name) {
     for (std::size_t i = 0; i < clusters.size(); ++i)
       if (clusters[i]->name() == name) return static_cast<int>(i);
@@ -655,6 +666,9 @@ std::shared_ptr<const listener_state> make_listener_state(
   };
   auto st = std::make_shared<listener_state>();
   st->cfg = &cfg;
+  st->index = listener_index;
+  if (metrics)
+    if (auto shared = metrics->tcp_listener(listener_index)) st->stats = std::move(shared);
   st->cluster = cfg.cluster.empty() ? -1 : index(cfg.cluster);
   if (!cfg.tcp.sni_routes.empty()) {
     std::vector<sni_router::entry> entries;
@@ -665,8 +679,9 @@ std::shared_ptr<const listener_state> make_listener_state(
 }
 
 std::shared_ptr<worker_state> make_worker_state(
-    asio::io_context& io, const std::vector<std::shared_ptr<pool::cluster>>& clusters) {
-  return std::make_shared<worker_state>(io, clusters);
+    asio::io_context& io, const std::vector<std::shared_ptr<pool::cluster>>& clusters,
+    std::shared_ptr<metrics::registry> metrics, unsigned worker_index) {
+  return std::make_shared<worker_state>(io, clusters, std::move(metrics), worker_index);
 }
 
 void start_session(tcp::socket socket, std::shared_ptr<const listener_state> listener,

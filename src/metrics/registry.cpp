@@ -120,6 +120,7 @@ class registry::collector : public prometheus::Collectable {
     std::vector<MetricFamily> out;
     collect_process(out);
     collect_listeners(out);
+    collect_tcp(out);
     collect_clusters(out);
     collect_backends(out);
     collect_discovery(out);
@@ -162,13 +163,41 @@ class registry::collector : public prometheus::Collectable {
       const auto t = r_.listener(i);
       accepted.value({{"listener", names[i]}}, static_cast<double>(t.accepted));
       active.value({{"listener", names[i]}}, static_cast<double>(t.active));
-      for (std::size_t c = 0; c < 5; ++c)
-        requests.value({{"code", class_names[c]}, {"listener", names[i]}},
-                       static_cast<double>(t.responses[c]));
+      if (!r_.tcp_counters(i))  // a TCP listener answers no requests
+        for (std::size_t c = 0; c < 5; ++c)
+          requests.value({{"code", class_names[c]}, {"listener", names[i]}},
+                         static_cast<double>(t.responses[c]));
       in.value({{"listener", names[i]}}, static_cast<double>(t.bytes_in));
       sent.value({{"listener", names[i]}}, static_cast<double>(t.bytes_out));
     }
     for (auto* f : {&accepted, &active, &requests, &in, &sent}) out.push_back(std::move(f->f));
+  }
+
+  // TCP listeners' rare events (shared counters); their bytes and connections are in the
+  // downstream families above.
+  void collect_tcp(std::vector<MetricFamily>& out) const {
+    family_builder connect("sluice_tcp_upstream_connect_failures_total",
+                           "Failed upstream connect attempts of a TCP listener's sessions.",
+                           MetricType::Counter);
+    family_builder closed("sluice_tcp_connections_closed_total",
+                          "TCP sessions ended by sluice before or instead of a normal close, by "
+                          "reason.",
+                          MetricType::Counter);
+    const auto& names = r_.layout_.listeners;
+    for (std::size_t i = 0; i < names.size(); ++i) {
+      const auto t = r_.tcp_counters(i);
+      if (!t) continue;
+      connect.value({{"listener", names[i]}},
+                    static_cast<double>(t->connect_failures.load(std::memory_order_relaxed)));
+      for (unsigned k = 0; k < tcp_close_reasons; ++k) {
+        const auto reason = static_cast<tcp_close_reason>(k);
+        closed.value({{"listener", names[i]}, {"reason", to_string(reason)}},
+                     static_cast<double>(t->closed_by(reason)));
+      }
+    }
+    if (connect.f.metric.empty()) return;
+    out.push_back(std::move(connect.f));
+    out.push_back(std::move(closed.f));
   }
 
   void collect_clusters(std::vector<MetricFamily>& out) const {
@@ -330,20 +359,54 @@ class registry::collector : public prometheus::Collectable {
     family_builder invalid("sluice_discovery_invalid_entries_total",
                            "Discovered entries skipped because their value was unusable.",
                            MetricType::Counter);
+    // Only for clusters with a discovery source.
+    family_builder connected("sluice_discovery_connected",
+                             "1 while the cluster's discovery source has a watch established.",
+                             MetricType::Gauge);
+    family_builder revision("sluice_discovery_revision",
+                            "Store revision the cluster's discovered endpoint set reflects.",
+                            MetricType::Gauge);
+    family_builder endpoints("sluice_discovery_endpoints",
+                             "Endpoints in the set the discovery source last delivered (static "
+                             "ones included).",
+                             MetricType::Gauge);
+    family_builder updates("sluice_discovery_updates_total",
+                           "Endpoint sets the discovery source delivered to the cluster.",
+                           MetricType::Counter);
+    family_builder disconnects("sluice_discovery_disconnects_total",
+                               "Discovery sessions lost or failed to establish.",
+                               MetricType::Counter);
+    family_builder full_reads("sluice_discovery_full_reads_total",
+                              "Whole-prefix reads (start, reconnect after compaction or a "
+                              "cancelled watch).",
+                              MetricType::Counter);
     const auto& names = r_.layout_.clusters;
     for (std::size_t i = 0; i < names.size(); ++i) {
-      const auto current = r_.discovery(i);
+      const auto sample = r_.discovery_source(i);
+      const auto current = sample ? sample->state : r_.discovery(i);
       for (auto s : {discovery_state::static_config, discovery_state::connecting,
                      discovery_state::watching, discovery_state::error})
         state.value({{"cluster", names[i]}, {"state", std::string(to_string(s))}},
                     current == s ? 1 : 0);
-      if (auto a = r_.discovery_event_age(i)) age.value({{"cluster", names[i]}}, *a);
-      invalid.value({{"cluster", names[i]}},
-                    static_cast<double>(r_.discovery_[i].invalid.load(std::memory_order_relaxed)));
+      const auto event_age = sample ? sample->last_event_age : r_.discovery_event_age(i);
+      if (event_age) age.value({{"cluster", names[i]}}, *event_age);
+      const auto skipped =
+          sample ? sample->skipped : r_.discovery_[i].invalid.load(std::memory_order_relaxed);
+      invalid.value({{"cluster", names[i]}}, static_cast<double>(skipped));
+      if (!sample) continue;
+      connected.value({{"cluster", names[i]}}, sample->connected ? 1 : 0);
+      revision.value({{"cluster", names[i]}}, static_cast<double>(sample->revision));
+      endpoints.value({{"cluster", names[i]}}, static_cast<double>(sample->endpoints));
+      updates.value({{"cluster", names[i]}}, static_cast<double>(sample->updates));
+      disconnects.value({{"cluster", names[i]}}, static_cast<double>(sample->disconnects));
+      full_reads.value({{"cluster", names[i]}}, static_cast<double>(sample->full_reads));
     }
     out.push_back(std::move(state.f));
     if (!age.f.metric.empty()) out.push_back(std::move(age.f));
     out.push_back(std::move(invalid.f));
+    if (connected.f.metric.empty()) return;
+    for (auto* f : {&connected, &revision, &endpoints, &updates, &disconnects, &full_reads})
+      out.push_back(std::move(f->f));
   }
 
   const registry& r_;
@@ -354,6 +417,8 @@ class registry::collector : public prometheus::Collectable {
 registry::registry(layout l)
     : layout_(std::move(l)),
       discovery_(std::make_unique<discovery_slot[]>(layout_.clusters.size())),
+      probes_(layout_.clusters.size()),
+      tcp_(layout_.listeners.size()),
       prom_(std::make_shared<prometheus::Registry>()),
       started_(std::chrono::system_clock::now()) {
   const unsigned n = layout_.workers == 0 ? 1 : layout_.workers;
@@ -370,6 +435,29 @@ registry::registry(layout l)
 registry::~registry() = default;
 
 void registry::set_backends(backend_enumerator e) { collector_->set_backends(std::move(e)); }
+
+std::shared_ptr<tcp_listener_counters> registry::tcp_listener(std::size_t listener) {
+  std::lock_guard lock(sources_mutex_);
+  if (listener >= tcp_.size()) return nullptr;
+  if (!tcp_[listener]) tcp_[listener] = std::make_shared<tcp_listener_counters>();
+  return tcp_[listener];
+}
+
+std::shared_ptr<const tcp_listener_counters> registry::tcp_counters(std::size_t listener) const {
+  std::lock_guard lock(sources_mutex_);
+  return listener < tcp_.size() ? tcp_[listener] : nullptr;
+}
+
+void registry::set_discovery_source(std::size_t cluster, discovery_probe probe) {
+  std::lock_guard lock(sources_mutex_);
+  if (cluster < probes_.size()) probes_[cluster] = std::move(probe);
+}
+
+std::optional<discovery_sample> registry::discovery_source(std::size_t cluster) const {
+  std::lock_guard lock(sources_mutex_);
+  if (cluster >= probes_.size() || !probes_[cluster]) return std::nullopt;
+  return probes_[cluster]();
+}
 
 void registry::set_discovery_state(std::size_t cluster, discovery_state s) noexcept {
   if (cluster < layout_.clusters.size())
@@ -388,11 +476,21 @@ void registry::on_discovery_invalid_entry(std::size_t cluster) noexcept {
 
 discovery_state registry::discovery(std::size_t cluster) const noexcept {
   if (cluster >= layout_.clusters.size()) return discovery_state::static_config;
+  try {
+    if (auto s = discovery_source(cluster)) return s->state;
+  } catch (...) {  // a probe that throws reads as an error, never takes the scrape down
+    return discovery_state::error;
+  }
   return static_cast<discovery_state>(discovery_[cluster].state.load(std::memory_order_relaxed));
 }
 
 std::optional<double> registry::discovery_event_age(std::size_t cluster) const noexcept {
   if (cluster >= layout_.clusters.size()) return std::nullopt;
+  try {
+    if (auto s = discovery_source(cluster)) return s->last_event_age;
+  } catch (...) {
+    return std::nullopt;
+  }
   const auto t = discovery_[cluster].last_event_ns.load(std::memory_order_relaxed);
   if (t < 0) return std::nullopt;
   const auto age = steady_now_ns() - t;

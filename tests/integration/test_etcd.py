@@ -15,6 +15,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
+from test_admin import ADMIN_LINE, admin_get, admin_json, parse_metrics  # noqa: E402
 
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
 ETCDCTL = shutil.which("etcdctl") or "/usr/bin/etcdctl"
@@ -105,8 +106,9 @@ class EtcdDiscoveryTest(h.SluiceTestCase):
         ]
         listeners = [h.listener("web"),
                      h.listener("cmp", routes=[{"match": {"path_prefix": "/"}, "cluster": "cmp"}])]
-        cls.config = h.config(listeners, clusters)
+        cls.config = h.config(listeners, clusters, admin={"address": "127.0.0.1:0"})
         cls.sluice = cls.start_sluice(cls.config)
+        cls.admin = int(cls.sluice.wait_for_line(ADMIN_LINE)[0].group(1))
         cls.registrants = {}
 
     @classmethod
@@ -130,12 +132,56 @@ class EtcdDiscoveryTest(h.SluiceTestCase):
                      message=f"traffic on {listener} spread over exactly {sorted(expected)}; "
                              f"last seen {sorted(self.served_by(listener))}; sluice:\n{self.sluice.tail(15)}")
 
+    def discovery_metrics(self, cluster="main"):
+        """{metric name without the sluice_discovery_ prefix: value} of one cluster."""
+        r = admin_get(self.admin, "/metrics")
+        self.assertEqual(r.status, 200)
+        samples = parse_metrics(r.text())
+        out = {}
+        for (name, labels), value in samples.items():
+            if name.startswith("sluice_discovery_") and ("cluster", cluster) in labels:
+                key = name[len("sluice_discovery_"):]
+                state = dict(labels).get("state")
+                out[f"{key}:{state}" if state else key] = value
+        return out
+
+    def wait_discovery(self, predicate, what, cluster="main"):
+        last = {}
+
+        def check():
+            last.clear()
+            last.update(self.discovery_metrics(cluster))
+            return predicate(last)
+        h.wait_until(check, DEADLINE, interval=0.1,
+                     message=f"{what}; last discovery metrics {last}")
+        return dict(last)
+
     def test_1_three_registrants_share_traffic(self):
         for b in ("a", "b", "c"):
             self.register(b)
         value = self.etcd.ctl("get", "/nodes/a", "--print-value-only").strip()
         self.assertEqual(json.loads(value), {"address": self.backends["a"].address, "weight": 1})
         self.wait_served_by({"a", "b", "c"})
+        m = self.wait_discovery(lambda m: m.get("connected") == 1 and m.get("endpoints") == 3,
+                                "main connected with 3 endpoints")
+        self.assertEqual(m["state:watching"], 1)
+        self.assertEqual(m["state:error"], 0)
+        self.assertGreaterEqual(m["updates_total"], 1)
+        self.assertGreaterEqual(m["full_reads_total"], 1)
+        self.assertGreater(m["revision"], 0)
+        self.assertGreaterEqual(m["last_event_age_seconds"], 0)
+        disc = {c["name"]: c["discovery"] for c in admin_json(self.admin)["clusters"]}
+        self.assertEqual(disc["main"]["source"], "etcd")
+        self.assertEqual(disc["main"]["state"], "watching")
+        self.assertIs(disc["main"]["connected"], True)
+        self.assertEqual(disc["main"]["endpoints"], 3)
+        self.assertGreater(disc["main"]["revision"], 0)
+        promtool = shutil.which("promtool")
+        if promtool:
+            r = subprocess.run([promtool, "check", "metrics"],
+                               input=admin_get(self.admin, "/metrics").text(),
+                               capture_output=True, text=True, timeout=60)
+            self.assertEqual(r.returncode, 0, f"promtool check metrics:\n{r.stdout}{r.stderr}")
 
     def test_2_killed_registrant_expires(self):
         self.registrants["b"].signal(signal.SIGKILL)  # no keep-alive, no clean delete
@@ -162,12 +208,19 @@ class EtcdDiscoveryTest(h.SluiceTestCase):
             self.sluice.wait_for_line(rf"etcd key /nodes/{key} skipped", timeout=DEADLINE)
         self.assertAlive(self.sluice)
         self.assertEqual(self.served_by(), {"a", "c"})
+        self.wait_discovery(lambda m: m.get("invalid_entries_total", 0) >= 4, "4 skipped values")
         for key in ("empty", "garbage", "badport", "heavy"):
             self.etcd.ctl("del", f"/nodes/{key}")
 
     def test_6_etcd_down_keeps_last_known_set(self):
+        self.wait_discovery(lambda m: m.get("connected") == 1, "main connected before the stop")
         self.etcd.stop()
         self.sluice.wait_for_line(r"cluster main: etcd .*keeping the last known 2 endpoint", timeout=DEADLINE)
+        m = self.wait_discovery(lambda m: m.get("connected") == 0 and m.get("state:error") == 1,
+                                "main disconnected once etcd stopped")
+        self.assertGreaterEqual(m["disconnects_total"], 1)
+        self.assertEqual(m["endpoints"], 2)  # the last delivered set stays
+        self.assertIs(admin_json(self.admin)["clusters"][0]["discovery"]["connected"], False)
         # Longer than the registrations' TTL: without etcd nothing can expire.
         for _ in range(3):
             self.assertEqual(self.served_by(), {"a", "c"})
@@ -177,6 +230,8 @@ class EtcdDiscoveryTest(h.SluiceTestCase):
     def test_7_etcd_restarted_changes_are_picked_up(self):
         self.etcd.start()
         self.sluice.wait_for_line(r"cluster main: watching etcd", count=2, timeout=DEADLINE)
+        self.wait_discovery(lambda m: m.get("connected") == 1 and m.get("state:watching") == 1,
+                            "main connected again after the restart")
         self.etcd.ctl("put", "/nodes/manual-x", self.backends["x"].address)
         self.wait_served_by({"a", "c", "x"})
         self.etcd.ctl("del", "/nodes/manual-x")

@@ -615,5 +615,129 @@ class SniPassthroughTest(L4Case):
         self.assertAlive(self.sluice)
 
 
+
+class MetricsTest(L4Case):
+    """TCP listeners in /metrics and /status: connections, bytes each way per listener and per
+    backend, connect failures and early closes by reason; the scrape passes promtool."""
+
+    MIB = 1 << 20
+
+    @classmethod
+    def setUpClass(cls):
+        from test_admin import start_with_admin
+        cls.echo = cls.start_tcp(echo_handler, "echo")
+        cls.holder = cls.start_tcp(hold_handler, "holder")
+        cls.dead = f"127.0.0.1:{h.free_dead_port()}"
+        cls.sluice, cls.admin = start_with_admin(cls, h.config(
+            [tcp_listener("splice", "echo", relay="splice"),
+             tcp_listener("buffer", "echo", relay="buffer", buffer_size="64k"),
+             tcp_listener("dead", "dead"),
+             tcp_listener("limited", "holder", max_connections=1)],
+            [tcp_cluster("echo", [cls.echo.address]),
+             tcp_cluster("dead", [cls.dead], max_tries=1),
+             tcp_cluster("holder", [cls.holder.address])],
+            workers=2))
+
+    def samples(self):
+        from test_admin import admin_get, parse_metrics
+        r = admin_get(self.admin, "/metrics")
+        self.assertEqual(r.status, 200)
+        return parse_metrics(r.text())
+
+    def value(self, samples, name, **labels):
+        from test_admin import metric
+        return metric(samples, name, **labels)
+
+    def wait_idle(self, *listeners):
+        def idle():
+            s = self.samples()
+            return all(self.value(s, "sluice_downstream_connections_active", listener=l) == 0
+                       for l in listeners)
+        h.wait_until(idle, h.IO_TIMEOUT, message="TCP sessions closed")
+
+    def test_bytes_and_connections_after_transfer(self):
+        from test_admin import admin_json
+        self.wait_idle("splice", "buffer")
+        before = self.samples()
+        sizes = {"splice": 5 * self.MIB, "buffer": 3 * self.MIB}
+        for name, size in sizes.items():
+            sent, n, got = stream_through(self.sluice.ports[name], size)
+            self.assertEqual((n, got), (size, sent))
+        self.wait_idle("splice", "buffer")
+        after = self.samples()
+
+        def delta(name, **labels):
+            return self.value(after, name, **labels) - self.value(before, name, **labels)
+
+        for name, size in sizes.items():
+            self.assertEqual(delta("sluice_downstream_connections_accepted_total", listener=name), 1)
+            self.assertEqual(delta("sluice_downstream_received_bytes_total", listener=name), size, name)
+            self.assertEqual(delta("sluice_downstream_sent_bytes_total", listener=name), size, name)
+            self.assertEqual(self.value(after, "sluice_downstream_connections_active", listener=name), 0)
+            self.assertEqual(delta("sluice_tcp_connections_closed_total", listener=name), 0, name)
+        total = sum(sizes.values())
+        echo = {"cluster": "echo", "backend": self.echo.address}
+        self.assertEqual(delta("sluice_backend_sent_bytes_total", **echo), total)
+        self.assertEqual(delta("sluice_backend_received_bytes_total", **echo), total)
+        self.assertEqual(delta("sluice_backend_upstream_requests_total", **echo), 2)
+        # TCP listeners answer no HTTP requests: no request series for them.
+        self.assertFalse([k for k in after
+                          if k[0] == "sluice_downstream_requests_total" and ("listener", "splice") in k[1]])
+
+        listeners = {l["name"]: l for l in admin_json(self.admin)["listeners"]}
+        self.assertEqual(listeners["splice"]["protocol"], "tcp")
+        self.assertGreaterEqual(listeners["splice"]["received_bytes"], sizes["splice"])
+        self.assertGreaterEqual(listeners["buffer"]["sent_bytes"], sizes["buffer"])
+        self.assertEqual(listeners["splice"]["connections_active"], 0)
+        self.assertIn("refused", listeners["splice"]["closed"])
+
+        promtool = shutil.which("promtool")
+        if promtool:
+            from test_admin import admin_get
+            r = subprocess.run([promtool, "check", "metrics"],
+                               input=admin_get(self.admin, "/metrics").text(),
+                               capture_output=True, text=True, timeout=60)
+            self.assertEqual(r.returncode, 0, f"promtool check metrics:\n{r.stdout}{r.stderr}")
+
+    def test_connect_failures_and_no_backend(self):
+        before = self.samples()
+        for _ in range(3):
+            with connect(self.sluice.ports["dead"]) as s:
+                self.assertTrue(closed_soon(s))
+        self.wait_idle("dead")
+        after = self.samples()
+
+        def delta(name, **labels):
+            return self.value(after, name, **labels) - self.value(before, name, **labels)
+
+        self.assertEqual(delta("sluice_downstream_connections_accepted_total", listener="dead"), 3)
+        self.assertEqual(delta("sluice_tcp_connections_closed_total", listener="dead",
+                               reason="no_backend"), 3)
+        # Passive health may eject the dead backend after a failure; then no connect is tried.
+        failures = delta("sluice_tcp_upstream_connect_failures_total", listener="dead")
+        self.assertGreaterEqual(failures, 1)
+        self.assertEqual(delta("sluice_cluster_upstream_connect_failures_total", cluster="dead"), failures)
+        self.assertEqual(delta("sluice_backend_connect_failures_total", cluster="dead",
+                               backend=self.dead), failures)
+
+    def test_refused_by_limit(self):
+        self.wait_idle("limited")
+        before = self.samples()
+        port = self.sluice.ports["limited"]
+        with connect(port) as a:
+            a.sendall(b"x")
+            self.assertEqual(a.recv(1), b"x")
+            with connect(port) as b:
+                self.assertTrue(closed_soon(b))
+            after = self.samples()
+            self.assertEqual(self.value(after, "sluice_downstream_connections_active",
+                                        listener="limited"), 1)
+        self.assertEqual(
+            self.value(after, "sluice_tcp_connections_closed_total", listener="limited", reason="refused")
+            - self.value(before, "sluice_tcp_connections_closed_total", listener="limited", reason="refused"),
+            1)
+        self.wait_idle("limited")
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)

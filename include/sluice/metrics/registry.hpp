@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -16,6 +17,7 @@
 #include <prometheus/registry.h>
 
 #include "sluice/core/backend.hpp"
+#include "sluice/metrics/tcp_listener_counters.hpp"
 #include "sluice/metrics/worker_shard.hpp"
 
 namespace sluice::metrics {
@@ -45,6 +47,22 @@ using backend_enumerator = std::function<void(const backend_visitor&)>;
 enum class discovery_state { static_config, connecting, watching, error };
 std::string_view to_string(discovery_state s) noexcept;
 
+/// What the scrape and /status show about a cluster's discovery source, read from the source
+/// itself at scrape time (see registry::set_discovery_source).
+struct discovery_sample {
+  discovery_state state = discovery_state::connecting;
+  bool connected = false;                     ///< a watch is established right now
+  std::int64_t revision = 0;                  ///< store revision the endpoint set reflects
+  std::optional<double> last_event_age;       ///< seconds since the last change seen; none yet
+  std::uint64_t skipped = 0;                  ///< unusable values seen
+  std::uint64_t updates = 0;                  ///< endpoint sets delivered
+  std::uint64_t disconnects = 0;              ///< sessions lost or failed
+  std::uint64_t full_reads = 0;               ///< whole-prefix reads
+  std::uint64_t endpoints = 0;                ///< size of the last delivered set
+};
+/// Reads a source's current state; called on the scraping thread, must not block.
+using discovery_probe = std::function<discovery_sample()>;
+
 /// Made once by the app after the runtime knows its worker count; lives until every worker
 /// has stopped. Thread-safety: shard(w) is for worker w (see worker_shard); every other member
 /// is safe from any thread. collect()/serialize() run on the scraping thread (the admin
@@ -67,7 +85,22 @@ class registry {
   /// Where per-backend series come from (set once during wiring, before the first scrape).
   void set_backends(backend_enumerator e);
 
-  // Control plane: discovery sources and reloads. Unknown cluster indices are ignored.
+  /// Listener `listener` is a TCP listener: returns its shared counters (made on the first
+  /// call, the same object afterwards), which the scrape exports as the sluice_tcp_* families.
+  /// nullptr for an unknown index. Call during wiring.
+  std::shared_ptr<tcp_listener_counters> tcp_listener(std::size_t listener);
+  /// The counters of a TCP listener, nullptr if `listener` is not one (any thread).
+  std::shared_ptr<const tcp_listener_counters> tcp_counters(std::size_t listener) const;
+
+  /// Cluster `cluster` has a discovery source: from now on its discovery state, event age and
+  /// the sluice_discovery_* families come from `probe` (which must stay callable while scrapes
+  /// can happen). Unknown indices are ignored.
+  void set_discovery_source(std::size_t cluster, discovery_probe probe);
+  /// The probe's sample, nullopt when the cluster has no source.
+  std::optional<discovery_sample> discovery_source(std::size_t cluster) const;
+
+  // Control plane: discovery state pushed by a source without a probe, and reloads. Unknown
+  // cluster indices are ignored.
   void set_discovery_state(std::size_t cluster, discovery_state s) noexcept;
   void on_discovery_event(std::size_t cluster) noexcept;  ///< a watch event or a full reload
   void on_discovery_invalid_entry(std::size_t cluster) noexcept;  ///< an unusable key skipped
@@ -120,6 +153,9 @@ class registry {
   layout layout_;
   std::vector<std::unique_ptr<worker_shard>> shards_;
   std::unique_ptr<discovery_slot[]> discovery_;
+  mutable std::mutex sources_mutex_;  ///< guards probes_ and tcp_
+  std::vector<discovery_probe> probes_;  ///< per cluster; empty function: none
+  std::vector<std::shared_ptr<tcp_listener_counters>> tcp_;  ///< per listener; null: not tcp
   std::atomic<std::uint64_t> config_version_{1};
   std::shared_ptr<prometheus::Registry> prom_;
   std::unique_ptr<collector> collector_;

@@ -93,6 +93,15 @@ class worker_shard {
     }
   }
 
+  /// Bytes relayed from / to the downstream of `listener` outside a request (TCP listeners
+  /// count once per read or splice call, not per request).
+  void on_received(std::size_t listener, std::uint64_t n) noexcept {
+    if (enabled_ && listener < listeners_n_) core::bump(listeners_[listener].bytes_in, n);
+  }
+  void on_sent(std::size_t listener, std::uint64_t n) noexcept {
+    if (enabled_ && listener < listeners_n_) core::bump(listeners_[listener].bytes_out, n);
+  }
+
   /// A TCP connect to one of `cluster`'s backends failed (the backend's own counter is kept by
   /// `pool::lease::report`).
   void on_connect_failure(int cluster) noexcept {

@@ -142,3 +142,51 @@ TEST_CASE("status tolerates missing parts", "[admin][status]") {
   CHECK(d.at("clusters").as_array().empty());
   CHECK(d.at("active_requests").to_number<int>() == 0);
 }
+
+TEST_CASE("status shows TCP listener counters and discovery sources", "[admin][status]") {
+  fixture f;
+  f.cfg.listeners[0].protocol = config::listener::protocol_kind::tcp;
+  f.cfg.listeners[0].cluster = "main";
+  auto tcp = f.reg->tcp_listener(0);
+  REQUIRE(tcp);
+  f.reg->shard(0).on_connection_open(0);
+  f.reg->shard(0).on_received(0, 100);
+  f.reg->shard(0).on_sent(0, 300);
+  tcp->connect_failures.fetch_add(1);
+  tcp->on_close(metrics::tcp_close_reason::refused);
+  metrics::discovery_sample s;
+  s.state = metrics::discovery_state::watching;
+  s.connected = true;
+  s.revision = 9;
+  s.last_event_age = 2.0;
+  s.updates = 3;
+  s.endpoints = 2;
+  f.reg->set_discovery_source(0, [&] { return s; });
+
+  auto d = f.doc();
+  const auto& l = d.at("listeners").as_array().at(0).as_object();
+  CHECK(l.at("protocol").as_string() == "tcp");
+  CHECK(l.at("connections_active").to_number<int>() == 1);
+  CHECK(l.at("received_bytes").to_number<int>() == 100);
+  CHECK(l.at("sent_bytes").to_number<int>() == 300);
+  CHECK(l.at("upstream_connect_failures_total").to_number<int>() == 1);
+  CHECK(l.at("closed").at("refused").to_number<int>() == 1);
+  CHECK(l.at("closed").at("reset").to_number<int>() == 0);
+
+  const auto& disc = d.at("clusters").as_array().at(0).at("discovery").as_object();
+  CHECK(disc.at("state").as_string() == "watching");
+  CHECK(disc.at("connected").as_bool());
+  CHECK(disc.at("revision").to_number<int>() == 9);
+  CHECK(disc.at("last_event_age_seconds").as_double() == 2.0);
+  CHECK(disc.at("updates_total").to_number<int>() == 3);
+  CHECK(disc.at("endpoints").to_number<int>() == 2);
+  CHECK(disc.at("disconnects_total").to_number<int>() == 0);
+  CHECK(disc.at("full_reads_total").to_number<int>() == 0);
+  CHECK(disc.at("invalid_entries_total").to_number<int>() == 0);
+
+  s.connected = false;
+  s.state = metrics::discovery_state::error;
+  d = f.doc();
+  CHECK(d.at("clusters").as_array().at(0).at("discovery").at("connected").as_bool() == false);
+  CHECK(d.at("clusters").as_array().at(0).at("discovery").at("state").as_string() == "error");
+}

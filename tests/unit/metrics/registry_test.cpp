@@ -189,3 +189,115 @@ TEST_CASE("scraping while workers count is safe and monotonic", "[metrics]") {
   CHECK(r.listener(0).active == 0);
   CHECK(metrics::registry::backend(*b).responses[1] == 2u * n);
 }
+
+TEST_CASE("TCP listeners: shard bytes and connections, shared close reasons", "[metrics]") {
+  metrics::registry r(two_workers());
+  auto c = r.tcp_listener(1);
+  REQUIRE(c);
+  CHECK(r.tcp_listener(1) == c);  // one object per listener
+  CHECK_FALSE(r.tcp_listener(7));
+  CHECK_FALSE(r.tcp_counters(0));
+  CHECK(r.tcp_counters(1) == c);
+  r.shard(0).on_connection_open(1);
+  r.shard(1).on_connection_open(1);
+  r.shard(1).on_connection_close(1);
+  r.shard(0).on_received(1, 1000);
+  r.shard(1).on_received(1, 24);
+  r.shard(0).on_sent(1, 4096);
+  r.shard(0).on_connect_failure(0);
+  c->connect_failures.fetch_add(2);
+  c->on_close(metrics::tcp_close_reason::refused);
+  c->on_close(metrics::tcp_close_reason::reset);
+  c->on_close(metrics::tcp_close_reason::reset);
+
+  const auto t = r.listener(1);
+  CHECK(t.accepted == 2);
+  CHECK(t.active == 1);
+  CHECK(t.bytes_in == 1024);
+  CHECK(t.bytes_out == 4096);
+  const auto text = r.serialize();
+  INFO(text);
+  CHECK(has_line(text, "sluice_downstream_connections_accepted_total{listener=\"api\"} 2"));
+  CHECK(has_line(text, "sluice_downstream_connections_active{listener=\"api\"} 1"));
+  CHECK(has_line(text, "sluice_downstream_received_bytes_total{listener=\"api\"} 1024"));
+  CHECK(has_line(text, "sluice_downstream_sent_bytes_total{listener=\"api\"} 4096"));
+  CHECK(has_line(text, "sluice_cluster_upstream_connect_failures_total{cluster=\"main\"} 1"));
+  CHECK(has_line(text, "sluice_tcp_upstream_connect_failures_total{listener=\"api\"} 2"));
+  CHECK(has_line(text, "sluice_tcp_connections_closed_total{listener=\"api\",reason=\"refused\"} 1"));
+  CHECK(has_line(text, "sluice_tcp_connections_closed_total{listener=\"api\",reason=\"reset\"} 2"));
+  CHECK(has_line(text, "sluice_tcp_connections_closed_total{listener=\"api\",reason=\"idle_timeout\"} 0"));
+  // Only HTTP listeners get request series; only TCP listeners get sluice_tcp_* series.
+  CHECK(text.find("sluice_downstream_requests_total{code=\"2xx\",listener=\"api\"}") == std::string::npos);
+  CHECK(has_line(text, "sluice_downstream_requests_total{code=\"2xx\",listener=\"web\"} 0"));
+  CHECK(text.find("listener=\"web\",reason=") == std::string::npos);
+}
+
+TEST_CASE("no TCP listener: no sluice_tcp families", "[metrics]") {
+  metrics::registry r(two_workers());
+  const auto fs = r.collect();
+  CHECK_FALSE(family(fs, "sluice_tcp_connections_closed_total"));
+  CHECK_FALSE(family(fs, "sluice_tcp_upstream_connect_failures_total"));
+  CHECK_FALSE(family(fs, "sluice_discovery_connected"));
+}
+
+TEST_CASE("discovery sources are read through their probe", "[metrics]") {
+  metrics::registry r(two_workers());
+  metrics::discovery_sample s;
+  s.state = metrics::discovery_state::watching;
+  s.connected = true;
+  s.revision = 42;
+  s.last_event_age = 1.5;
+  s.skipped = 3;
+  s.updates = 4;
+  s.disconnects = 1;
+  s.full_reads = 2;
+  s.endpoints = 5;
+  r.set_discovery_source(1, [&] { return s; });
+  r.set_discovery_source(9, [&] { return s; });  // ignored
+  r.on_discovery_invalid_entry(1);  // the probe wins over pushed state
+  CHECK(r.discovery(1) == metrics::discovery_state::watching);
+  REQUIRE(r.discovery_event_age(1));
+  CHECK(*r.discovery_event_age(1) == 1.5);
+  CHECK_FALSE(r.discovery_source(0));
+  REQUIRE(r.discovery_source(1));
+  CHECK(r.discovery_source(1)->revision == 42);
+
+  auto text = r.serialize();
+  INFO(text);
+  CHECK(has_line(text, "sluice_discovery_state{cluster=\"other\",state=\"watching\"} 1"));
+  CHECK(has_line(text, "sluice_discovery_state{cluster=\"main\",state=\"static\"} 1"));
+  CHECK(has_line(text, "sluice_discovery_connected{cluster=\"other\"} 1"));
+  CHECK(has_line(text, "sluice_discovery_revision{cluster=\"other\"} 42"));
+  CHECK(has_line(text, "sluice_discovery_last_event_age_seconds{cluster=\"other\"} 1.5"));
+  CHECK(has_line(text, "sluice_discovery_invalid_entries_total{cluster=\"other\"} 3"));
+  CHECK(has_line(text, "sluice_discovery_updates_total{cluster=\"other\"} 4"));
+  CHECK(has_line(text, "sluice_discovery_disconnects_total{cluster=\"other\"} 1"));
+  CHECK(has_line(text, "sluice_discovery_full_reads_total{cluster=\"other\"} 2"));
+  CHECK(has_line(text, "sluice_discovery_endpoints{cluster=\"other\"} 5"));
+  // A static cluster gets no per-source series.
+  CHECK(text.find("sluice_discovery_connected{cluster=\"main\"}") == std::string::npos);
+
+  s.connected = false;
+  s.state = metrics::discovery_state::error;
+  text = r.serialize();
+  CHECK(has_line(text, "sluice_discovery_connected{cluster=\"other\"} 0"));
+  CHECK(has_line(text, "sluice_discovery_state{cluster=\"other\",state=\"error\"} 1"));
+  CHECK(r.discovery(1) == metrics::discovery_state::error);
+
+  r.set_discovery_source(1, [] () -> metrics::discovery_sample { throw std::runtime_error("x"); });
+  CHECK(r.discovery(1) == metrics::discovery_state::error);
+  CHECK_FALSE(r.discovery_event_age(1));
+}
+
+TEST_CASE("new families follow the conventions", "[metrics]") {
+  metrics::registry r(two_workers());
+  r.tcp_listener(0);
+  r.set_discovery_source(0, [] { return metrics::discovery_sample{}; });
+  for (const auto& f : r.collect()) {
+    INFO(f.name);
+    CHECK(f.name.rfind("sluice_", 0) == 0);
+    CHECK(!f.help.empty());
+    const bool total = f.name.size() > 6 && f.name.compare(f.name.size() - 6, 6, "_total") == 0;
+    CHECK(total == (f.type == prometheus::MetricType::Counter));
+  }
+}

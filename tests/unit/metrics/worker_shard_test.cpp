@@ -82,3 +82,19 @@ TEST_CASE("a disabled worker_shard counts nothing", "[metrics]") {
   CHECK(s.cluster(0).responses[1].load() == 0);
   CHECK(b->worker_stats_if(0) == nullptr);
 }
+
+TEST_CASE("worker_shard counts relayed bytes outside requests", "[metrics]") {
+  metrics::worker_shard s(0, 2, 1, true);
+  s.on_received(1, 10);
+  s.on_received(1, 5);
+  s.on_sent(1, 7);
+  s.on_sent(9, 7);  // out of range: ignored
+  CHECK(s.listener(1).bytes_in.load() == 15);
+  CHECK(s.listener(1).bytes_out.load() == 7);
+  CHECK(s.listener(1).responses[1].load() == 0);
+  metrics::worker_shard off(0, 2, 1, false);
+  off.on_received(1, 10);
+  off.on_sent(1, 10);
+  CHECK(off.listener(1).bytes_in.load() == 0);
+  CHECK(off.listener(1).bytes_out.load() == 0);
+}
