@@ -1,6 +1,7 @@
 """Command line: config check (-t) with precise diagnostics, --version, --help, graceful drain on
 SIGTERM, and the access log."""
 
+import json
 import os
 import re
 import signal
@@ -260,6 +261,40 @@ class AccessLogTest(h.SluiceTestCase):
         direct = [l for l in got if '"GET /direct HTTP/1.1" 204 ' in l]
         self.assertEqual(len(direct), 1, got)
         self.assertRegex(direct[0], r'"-" - \d+\.\d{3}$')
+
+    def test_json_lines_and_reopen_on_sigusr1(self):
+        (b,) = self.start_backends("rot")
+        d = self.make_tempdir()
+        log_path = os.path.join(d, "access.json")
+        cfg = h.config([h.listener("web")], [h.cluster("main", [b])],
+                       log={"level": "info", "access": {"path": log_path, "format": "json"}})
+        s = self.start_sluice(cfg, d)
+
+        def read_lines(path, n):
+            def check():
+                if not os.path.exists(path):
+                    return None
+                with open(path) as f:
+                    got = f.read().splitlines()
+                return got if len(got) >= n else None
+            return check
+
+        self.assertEqual(h.get(s.port, "/first").status, 200)
+        got = h.wait_until(read_lines(log_path, 1), 20, interval=0.1, message="first json line")
+        entry = json.loads(got[0])
+        self.assertEqual((entry["method"], entry["target"], entry["status"]), ("GET", "/first", 200))
+        self.assertEqual(entry["upstream"], b.address)
+
+        # logrotate's way: move the file away, then SIGUSR1 makes sluice write a new one.
+        rotated = log_path + ".1"
+        os.rename(log_path, rotated)
+        s.signal(signal.SIGUSR1)
+        s.wait_for_line(r"SIGUSR1: reopening log files")
+        self.assertEqual(h.get(s.port, "/second").status, 200)
+        got = h.wait_until(read_lines(log_path, 1), 20, interval=0.1, message="line in the new file")
+        self.assertEqual(json.loads(got[0])["target"], "/second")
+        with open(rotated) as f:
+            self.assertEqual([json.loads(l)["target"] for l in f.read().splitlines()], ["/first"])
 
 
 if __name__ == "__main__":
