@@ -4,7 +4,11 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
+#include <openssl/ssl.h>
+#include <openssl/x509_vfy.h>
+
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/error.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/host_name_verification.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -30,6 +34,20 @@ constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 constexpr std::uint64_t max_unary_body = 64u << 20;
 
 error_code failure(boost::system::errc::errc_t e) { return boost::system::errc::make_error_code(e); }
+
+// An I/O error on an established connection, with the likely cause of the two that puzzle.
+std::string describe(const error_code& ec, bool tls) {
+  std::string out = ec.message();
+  if (tls && (out.find("alert bad certificate") != std::string::npos ||
+              out.find("certificate required") != std::string::npos ||
+              out.find("alert unknown ca") != std::string::npos))
+    out += " (etcd refused the client certificate: it needs tls.cert/tls.key (--cert/--key) signed by"
+           " a CA in etcd's --trusted-ca-file)";
+  else if (!tls && (ec == http::error::end_of_stream || ec == http::error::partial_message ||
+                    ec == asio::error::eof))
+    out += " (etcd closed the connection without an answer; if it serves https, configure tls)";
+  return out;
+}
 
 }  // namespace
 
@@ -61,6 +79,14 @@ std::shared_ptr<ssl::context> make_tls_context(const config::etcd_tls& tls, std:
     }
   }
   return ctx;
+}
+
+std::string explain_gateway_error(const std::string& reason, bool tls) {
+  if (!tls || reason.find("error 14: connection closed") == std::string::npos) return reason;
+  return reason +
+         " (etcd's JSON gateway could not reach etcd's own gRPC server: with --client-cert-auth,"
+         " etcd's server certificate must also allow client authentication, extendedKeyUsage"
+         " clientAuth)";
 }
 
 struct connection::impl {
@@ -198,6 +224,18 @@ asio::awaitable<error_code> connection::connect(std::string endpoint, millisecon
     auto [hec] = co_await m.tls->async_handshake(ssl::stream_base::client, use_tuple);
     if (hec) {
       last_error_ = "TLS handshake with " + endpoint_ + " failed: " + hec.message();
+      // "certificate verify failed" alone does not say what is wrong with the certificate.
+      const long verify = SSL_get_verify_result(m.tls->native_handle());
+      if (verify != X509_V_OK) {
+        last_error_ += ": ";
+        last_error_ += X509_verify_cert_error_string(verify);
+        if (verify == X509_V_ERR_HOSTNAME_MISMATCH || verify == X509_V_ERR_IP_ADDRESS_MISMATCH)
+          last_error_ += " (the certificate does not name " + hp->host + ")";
+        else if (verify == X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY ||
+                 verify == X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN ||
+                 verify == X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT)
+          last_error_ += " (etcd's certificate is not signed by the CA in tls.ca / --ca)";
+      }
       co_return hec;
     }
   }
@@ -217,7 +255,7 @@ asio::awaitable<error_code> connection::post(std::string_view target, std::strin
   m.lowest().expires_after(timeout);
   error_code ec = m.tls ? co_await m.exchange(*m.tls, req, out) : co_await m.exchange(*m.plain, req, out);
   if (m.open()) m.lowest().expires_never();
-  if (ec) last_error_ = std::string(target) + " on " + endpoint_ + ": " + ec.message();
+  if (ec) last_error_ = std::string(target) + " on " + endpoint_ + ": " + describe(ec, m.tls.has_value());
   co_return ec;
 }
 
@@ -264,7 +302,7 @@ asio::awaitable<error_code> connection::open_stream(std::string_view target, std
   error_code ec = m.tls ? co_await m.start_stream(*m.tls, req, status)
                         : co_await m.start_stream(*m.plain, req, status);
   if (m.open()) m.lowest().expires_never();
-  if (ec) last_error_ = std::string(target) + " on " + endpoint_ + ": " + ec.message();
+  if (ec) last_error_ = std::string(target) + " on " + endpoint_ + ": " + describe(ec, m.tls.has_value());
   co_return ec;
 }
 

@@ -26,6 +26,12 @@ using std::chrono::milliseconds;
 std::shared_ptr<boost::asio::ssl::context> make_tls_context(const config::etcd_tls& tls,
                                                             std::string* error);
 
+/// `reason` (an error from the gateway), with a hint appended when it has a well-known cause:
+/// over TLS, etcd 3.4's JSON gateway answers every call with "connection closed" (code 14)
+/// when etcd runs with --client-cert-auth and its server certificate may not be used as a
+/// client certificate, because the gateway connects to etcd's own gRPC port with it.
+std::string explain_gateway_error(const std::string& reason, bool tls);
+
 struct http_reply {
   unsigned status = 0;
   std::string body;

@@ -60,7 +60,10 @@ class source_impl : public std::enable_shared_from_this<source_impl> {
         table_([this](const std::string& key, const std::string& reason) {
           state_.skipped_values.fetch_add(1, std::memory_order_relaxed);
           SLUICE_LOG(warn, "cluster " << name_ << ": etcd key " << key << " skipped: " << reason);
-        }) {}
+        }) {
+    // What the cluster routes to before etcd answered: its static endpoints.
+    last_ = static_;
+  }
 
   void start() {
     if (started_) return;
@@ -142,6 +145,8 @@ class source_impl : public std::enable_shared_from_this<source_impl> {
     std::size_t next = std::uniform_int_distribution<std::size_t>(0, n - 1)(s.rng_);
     unsigned failures = 0;
     std::size_t attempts_before_sync = 0;
+    // Per etcd member: a failure unlike the previous one there is logged whatever the count.
+    std::vector<std::string> last_reason(n);
     while (!s.stopped_) {
       const std::string& ep = s.cfg_.endpoints[next % n];
       session_end end = co_await s.session(ep);
@@ -155,11 +160,13 @@ class source_impl : public std::enable_shared_from_this<source_impl> {
                                         : s.backoff(failures);
       if (end.canceled) {
         SLUICE_LOG(info, "cluster " << s.name_ << ": etcd " << ep << ": " << end.reason);
-      } else if (failures == 1 || (failures & (failures - 1)) == 0 || failures % 32 == 0) {
+      } else if (failures == 1 || (failures & (failures - 1)) == 0 || failures % 32 == 0 ||
+                 end.reason != last_reason[next % n]) {
         SLUICE_LOG(warn, "cluster " << s.name_ << ": etcd " << ep << ": " << end.reason << "; keeping the last known "
                                     << s.last_.size() << " endpoint(s); retrying in " << delay.count() << "ms"
                                     << (failures > 1 ? " (attempt " + std::to_string(failures) + ")" : ""));
       }
+      last_reason[next % n] = end.canceled ? std::string() : end.reason;
       // Move on to the next etcd member, unless the watch was merely canceled (compaction).
       if (!end.canceled) ++next;
       s.timer_.expires_after(delay);
@@ -193,7 +200,7 @@ class source_impl : public std::enable_shared_from_this<source_impl> {
       std::string err;
       auto range = etcd::parse_range_response(reply.body, &err);
       if (!range) {
-        end.reason = "reading " + cfg_.prefix + ": " + err;
+        end.reason = "reading " + cfg_.prefix + ": " + etcd::explain_gateway_error(err, tls_ != nullptr);
         co_return end;
       }
       state_.full_reads.fetch_add(1, std::memory_order_relaxed);
@@ -252,12 +259,12 @@ class source_impl : public std::enable_shared_from_this<source_impl> {
             end.reason = "watch revision " + std::to_string(from) + " was compacted (oldest kept: " +
                          std::to_string(m.compact_revision) + "); reading the whole prefix again";
           } else {
+            // etcd refused the watch itself (an expired token, a user without read permission
+            // on the prefix, ...). Back off: retrying at once could spin for good.
             end.reason = "watch canceled by etcd" + (m.cancel_reason.empty() ? "" : ": " + m.cancel_reason);
+            end.progressed = end.canceled = false;
             etcd::gateway_error ge{0, m.cancel_reason};
-            if (ge.is_auth()) {
-              c.clear_token();
-              end.progressed = end.canceled = false;  // back off: credentials may be wrong for good
-            }
+            if (ge.is_auth()) c.clear_token();
           }
           co_return end;
         }

@@ -207,7 +207,7 @@ class registrar {
     }
     auto id = etcd::parse_lease_grant_response(reply_.body, &err);
     if (!id) {
-      why = "lease grant failed: " + err;
+      why = "lease grant failed: " + etcd::explain_gateway_error(err, tls_ != nullptr);
       co_return false;
     }
     lease_ = *id;
