@@ -64,6 +64,17 @@ bool transfer_encoding_ok(const Header& h, bool& present) noexcept {
 
 }  // namespace
 
+std::size_t feedable_head(std::string_view b, std::size_t limit) noexcept {
+  static constexpr std::string_view eom = "\r\n\r\n";
+  if (b.size() > limit || b.ends_with(eom) || b.find(eom) != std::string_view::npos)
+    return b.size();
+  auto lf = b.find('\n');
+  if (lf == std::string_view::npos) return b.size();  // no line break: nothing to consume yet
+  for (auto i = lf; i != std::string_view::npos; i = b.find('\n', i + 1))
+    if (i == 0 || b[i - 1] != '\r') return b.size();  // a bare LF: let the parser reject it
+  return lf;
+}
+
 void prepare(request_parser& p, const config::listener_limits& limits) {
   p.header_limit(limits.max_header_bytes);
   if (limits.max_body > 0)
@@ -164,7 +175,7 @@ head_result feed_head(request_parser& p, std::string_view buffered,
   auto data = buffered.substr(skip);
 
   boost::system::error_code ec;
-  auto used = p.put(boost::asio::const_buffer(data.data(), data.size()), ec);
+  auto used = p.put(boost::asio::const_buffer(data.data(), feedable_head(data, limits.max_header_bytes)), ec);
   if (ec == bhttp::error::need_more) {
     // Refuse an over-long request line as soon as it is visible, not at the head limit.
     std::size_t scan = std::size_t{limits.max_request_line} + 2;
@@ -210,7 +221,7 @@ head_result feed_head(request_parser& p, std::string_view buffered,
   return r;
 }
 
-bool check_response_head(const bhttp::response_header<>& res, std::string_view raw) noexcept {
+bool check_response_head(const response_header& res, std::string_view raw) noexcept {
   if (has_obs_fold(raw)) return false;
   bool te = false;
   if (!transfer_encoding_ok(res, te)) return false;

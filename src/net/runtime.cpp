@@ -82,7 +82,12 @@ struct runtime::impl {
 
 runtime::runtime(unsigned workers) : impl_(std::make_unique<impl>()) {
   if (workers == 0) workers = std::max(1u, std::thread::hardware_concurrency());
-  for (unsigned i = 0; i < workers; ++i) ios_.push_back(std::make_unique<asio::io_context>(1));
+  // One thread runs each worker context, and every socket of a worker is used only on that
+  // thread (other threads post to it), so the reactor's per-socket lock is dropped: it cost a
+  // mutex lock/unlock pair per I/O operation. The scheduler and registration stay locked, so
+  // `post` from any thread and creating sockets before the workers start remain safe.
+  for (unsigned i = 0; i < workers; ++i)
+    ios_.push_back(std::make_unique<asio::io_context>(BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO));
   impl_->acceptors.resize(workers);
 }
 

@@ -34,6 +34,8 @@ class runtime {
   ~runtime();
 
   unsigned workers() const noexcept { return static_cast<unsigned>(ios_.size()); }
+  /// A worker's context. Its sockets must only be used on that worker's thread (post to it
+  /// from elsewhere): the context runs without the reactor's per-socket locks.
   boost::asio::io_context& io(unsigned worker) { return *ios_[worker]; }
   /// The control-plane context (signals, admin, discovery, health); runs on its own thread.
   boost::asio::io_context& control() { return control_; }

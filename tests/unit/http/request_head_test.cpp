@@ -206,3 +206,23 @@ TEST_CASE("request head: chunked body decoding rejects bad chunk sizes", "[http]
   CHECK(body_status("fffffffffffffffffffff\r\n") == "error");
   CHECK(body_status("3 \r\nabc\r\n0\r\n\r\n") != "done");
 }
+
+TEST_CASE("request head: the request line arriving before the fields", "[http][request]") {
+  // The parser must not swallow a complete request line while the head is still incomplete:
+  // the session feeds the head again from its first byte when more arrives.
+  std::string head = "GET /a HTTP/1.1\r\nHost: x\r\nX-One: 1\r\n\r\n";
+  for (std::size_t split : {17u, 20u, 26u, 30u, 36u}) {
+    auto out = std::make_unique<parsed>();
+    prepare(out->p, {});
+    auto first = feed_head(out->p, std::string_view(head).substr(0, split), {});
+    CHECK(first.what == head_result::state::need_more);
+    auto r = feed_head(out->p, head, {});
+    REQUIRE(r.what == head_result::state::done);
+    CHECK(r.head_size == head.size());
+    CHECK(out->p.get()["X-One"] == "1");
+  }
+  CHECK(feedable_head("GET / HTTP/1.1\r\nHost: x\r\n", 100) == 15);
+  CHECK(feedable_head("GET / HTTP/1.1\r\nHost: x\r\n\r\n", 100) == 27);
+  CHECK(feedable_head("GET / HTTP/1.1\nHost: x\n", 100) == 23);       // bare LF: all of it
+  CHECK(feedable_head("GET / HTTP/1.1\r\nHost: x\r\n", 10) == 25);    // past the limit
+}
