@@ -89,7 +89,12 @@ std::string show(tcp_options::limit_action a) {
   return a == tcp_options::limit_action::queue ? "queue" : "refuse";
 }
 std::string show(tcp_options::relay_mode m) {
-  return m == tcp_options::relay_mode::buffer ? "buffer" : "splice";
+  switch (m) {
+    case tcp_options::relay_mode::splice: return "splice";
+    case tcp_options::relay_mode::buffer: return "buffer";
+    case tcp_options::relay_mode::automatic: return "auto";
+  }
+  return "?";
 }
 std::string show(proxy_protocol::version v) {
   switch (v) {

@@ -37,9 +37,9 @@ std::shared_ptr<const listener_state> make_listener_state(
     const config::listener& cfg, const std::vector<std::shared_ptr<pool::cluster>>& clusters,
     std::size_t index = 0, const std::shared_ptr<metrics::registry>& metrics = nullptr);
 
-/// Per-worker state: snapshot caches, a small pool of empty pipes for splice, the drain flag
-/// and the count of live sessions. Lives on, and is only touched from, its worker's thread
-/// (except active_sessions()).
+/// Per-worker state: snapshot caches, small pools of empty pipes (splice) and relay buffers
+/// reused across connections, the drain flag and the count of live sessions. Lives on, and is
+/// only touched from, its worker's thread (except active_sessions()).
 class worker_state;
 
 /// With `metrics`, sessions on this worker count connections, bytes and connect failures in

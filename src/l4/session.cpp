@@ -1,6 +1,6 @@
 // The TCP session: limits, PROXY header / ClientHello preamble, upstream pick with failover,
-// then a two-way relay (splice through pipes, or buffers) with half-close, reset propagation,
-// idle timeout and max lifetime.
+// then a two-way relay (splice through pipes, buffers, or buffers first and splice once a
+// direction carries bulk data) with half-close, reset propagation, idle timeout and max lifetime.
 #include "l4/proxy.hpp"
 
 #include <arpa/inet.h>
@@ -46,6 +46,10 @@ constexpr auto queue_poll = std::chrono::milliseconds(10);
 // hellos (rare) are routed to the fallback cluster.
 constexpr std::size_t client_hello_max = 16384 + 5 + 1024;
 constexpr std::size_t max_pooled_pipes = 32;
+constexpr std::size_t max_pooled_buffers = 32;
+// relay: auto moves a direction from buffered copying to splice(2) once it has carried this
+// many bytes: short request/response connections never touch a pipe, bulk transfers do.
+constexpr std::uint64_t splice_after = 65536;
 
 struct pipe_pair {
   int r = -1;
@@ -74,6 +78,25 @@ class worker_state {
   }
   ~worker_state() {
     for (auto& p : pipes_) close_pipe(p);
+  }
+
+  // A relay buffer of `size` bytes, reused across connections: allocating and freeing 64 KiB
+  // per connection and direction shows up as malloc, page faults and heap trimming.
+  std::unique_ptr<std::uint8_t[]> get_buffer(std::size_t size) {
+    if (!buffers_.empty() && buffer_size_ == size) {
+      auto b = std::move(buffers_.back());
+      buffers_.pop_back();
+      return b;
+    }
+    return std::unique_ptr<std::uint8_t[]>(new std::uint8_t[size]);
+  }
+  void put_buffer(std::unique_ptr<std::uint8_t[]> b, std::size_t size) {
+    if (!b) return;
+    if (buffer_size_ != size) {  // listeners with another buffer_size: keep one size pooled
+      if (!buffers_.empty()) return;
+      buffer_size_ = size;
+    }
+    if (buffers_.size() < max_pooled_buffers) buffers_.push_back(std::move(b));
   }
 
   // An empty pipe of (about) `size` bytes, reused when possible. False when none can be made
@@ -113,6 +136,8 @@ class worker_state {
   std::shared_ptr<metrics::registry> registry_;  // keeps the shard alive
   metrics::worker_shard* shard_;                 // this worker's shard, or null
   std::vector<pipe_pair> pipes_;
+  std::vector<std::unique_ptr<std::uint8_t[]>> buffers_;
+  std::size_t buffer_size_ = 0;  // size of every buffer in buffers_
   std::atomic<std::size_t> active_{0};
   bool draining_ = false;
 };
@@ -157,6 +182,7 @@ class session : public std::enable_shared_from_this<session> {
     std::size_t in_pipe = 0;
     std::atomic<std::uint64_t>* backend_bytes = nullptr;
     bool upstream_src = false;  // true for upstream → downstream
+    bool fin_passed = false;    // the source's FIN was passed on: this direction is over
   };
 
   asio::awaitable<void> serve() {
@@ -164,11 +190,12 @@ class session : public std::enable_shared_from_this<session> {
 
     error_code ec;
     down_.set_option(tcp::no_delay(true), ec);
-    socklen_t len = sizeof client_;
-    if (::getpeername(down_.native_handle(), reinterpret_cast<sockaddr*>(&client_), &len) != 0)
-      co_return;  // already gone
+    // The peer address is read only when something needs it (PROXY protocol, ring_hash).
+    if (opts_.proxy.accept || opts_.proxy.send != config::proxy_protocol::version::none) {
+      if (!load_peer()) co_return;  // already gone
+    }
     if (opts_.proxy.send != config::proxy_protocol::version::none) {
-      len = sizeof local_;
+      socklen_t len = sizeof local_;
       ::getsockname(down_.native_handle(), reinterpret_cast<sockaddr*>(&local_), &len);
     }
 
@@ -200,8 +227,8 @@ class session : public std::enable_shared_from_this<session> {
     else if (opts_.proxy.send == config::proxy_protocol::version::v2)
       header_len = encode_proxy_v2(reinterpret_cast<const sockaddr*>(&client_),
                                    reinterpret_cast<const sockaddr*>(&local_), header);
-    dirs_[0] = {&down_, &up_, {}, 0, &lease_.get()->stats().bytes_sent, false};
-    dirs_[1] = {&up_, &down_, {}, 0, &lease_.get()->stats().bytes_received, true};
+    dirs_[0] = {&down_, &up_, {}, 0, &lease_.get()->stats().bytes_sent, false, false};
+    dirs_[1] = {&up_, &down_, {}, 0, &lease_.get()->stats().bytes_received, true, false};
     const std::size_t replay = pre_len_ - pre_off_;
     if (header_len + replay > 0) {
       std::array<asio::const_buffer, 2> bufs{asio::buffer(header.data(), header_len),
@@ -216,21 +243,33 @@ class session : public std::enable_shared_from_this<session> {
     }
     pre_.reset();
 
-    const bool splice = opts_.relay == config::tcp_options::relay_mode::splice;
-    if (splice) {
-      // splice(2) blocks on a socket without O_NONBLOCK (SPLICE_F_NONBLOCK covers only the
-      // pipe), and Asio sets O_NONBLOCK lazily, so set it on both sockets now.
-      error_code nb1, nb2;
-      down_.native_non_blocking(true, nb1);
-      up_.native_non_blocking(true, nb2);
-      if (nb1 || nb2) {
-        close_all();
-        co_return;
-      }
+    const auto mode = opts_.relay;
+    if (mode == config::tcp_options::relay_mode::splice && !make_non_blocking()) {
+      close_all();
+      co_return;
     }
     pumps_ = 2;
-    asio::co_spawn(worker_->io_, pump(shared_from_this(), 1, splice), asio::detached);
-    co_await pump(shared_from_this(), 0, splice);
+    asio::co_spawn(worker_->io_, pump(shared_from_this(), 1, mode), asio::detached);
+    co_await pump(shared_from_this(), 0, mode);
+  }
+
+  // splice(2) blocks on a socket without O_NONBLOCK (SPLICE_F_NONBLOCK covers only the pipe),
+  // and Asio sets O_NONBLOCK lazily (on the first asynchronous operation): set it where Asio
+  // has not yet, one ioctl per socket at most.
+  bool make_non_blocking() {
+    error_code ec;
+    if (!down_.native_non_blocking()) down_.native_non_blocking(true, ec);
+    if (!ec && !up_.native_non_blocking()) up_.native_non_blocking(true, ec);
+    return !ec;
+  }
+
+  bool load_peer() {
+    if (peer_known_) return true;
+    socklen_t len = sizeof client_;
+    if (::getpeername(down_.native_handle(), reinterpret_cast<sockaddr*>(&client_), &len) != 0)
+      return false;
+    peer_known_ = true;
+    return true;
   }
 
   // ---- limits -------------------------------------------------------------------------------
@@ -343,7 +382,10 @@ class session : public std::enable_shared_from_this<session> {
     const config::cluster& ccfg = cache.owner().config();
     snap_ = cache.hold();
     balance::pick_context ctx;
-    if (ccfg.policy == config::policy_kind::ring_hash) ctx.hash = balance::hash_key(client_host());
+    if (ccfg.policy == config::policy_kind::ring_hash) {
+      if (!load_peer()) co_return false;  // the client is already gone
+      ctx.hash = balance::hash_key(client_host());
+    }
 
     // Tried backends first, then the ones found full (those are retried after a queue wait).
     std::array<core::backend*, 64> excluded{};
@@ -395,21 +437,29 @@ class session : public std::enable_shared_from_this<session> {
   }
 
   asio::awaitable<error_code> connect_one(core::backend& b, config::duration timeout) {
-    tcp::endpoint ep;
+    // connect(2) by hand: async_connect would add a poll(2) on completion.
     const auto& a = b.addr();
-    std::memcpy(ep.data(), &a.storage, a.length);
-    ep.resize(a.length);
+    const auto* sa = reinterpret_cast<const sockaddr*>(&a.storage);
     up_ = tcp::socket(worker_->io_);
     error_code ec;
-    up_.open(ep.protocol(), ec);
+    up_.open(sa->sa_family == AF_INET6 ? tcp::v6() : tcp::v4(), ec);
+    if (!ec) up_.native_non_blocking(true, ec);
     if (ec) co_return ec;
+    up_.set_option(tcp::no_delay(true), ec);
+    const int fd = up_.native_handle();
+    if (::connect(fd, sa, static_cast<socklen_t>(a.length)) == 0) co_return error_code{};
+    if (errno != EINPROGRESS && errno != EINTR)
+      co_return error_code(errno, asio::error::get_system_category());
     timed_out_ = false;
     arm(timeout);
-    auto [cec] = co_await up_.async_connect(ep, use_tuple);
+    auto [wec] = co_await up_.async_wait(tcp::socket::wait_write, use_tuple);
     disarm();
-    if (timed_out_) cec = asio::error::timed_out;
-    if (!cec) up_.set_option(tcp::no_delay(true), ec);
-    co_return cec;
+    if (timed_out_) co_return asio::error::timed_out;
+    if (wec) co_return wec;
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+    co_return err ? error_code(err, asio::error::get_system_category()) : error_code{};
   }
 
   std::string client_host() const {
@@ -423,12 +473,13 @@ class session : public std::enable_shared_from_this<session> {
 
   // ---- relay -----------------------------------------------------------------------------------
 
-  static asio::awaitable<void> pump(std::shared_ptr<session> self, int which, bool splice) {
+  static asio::awaitable<void> pump(std::shared_ptr<session> self, int which,
+                                    config::tcp_options::relay_mode mode) {
+    using relay_mode = config::tcp_options::relay_mode;
     direction& d = self->dirs_[which];
-    if (splice && self->worker_->get_pipe(d.pipe, self->opts_.buffer_size))
-      co_await self->pump_splice(d);
-    else
-      co_await self->pump_buffer(d);
+    bool splice = mode == relay_mode::splice && self->worker_->get_pipe(d.pipe, self->opts_.buffer_size);
+    if (!splice) splice = co_await self->pump_buffer(d, mode == relay_mode::automatic);
+    if (splice) co_await self->pump_splice(d);
     if (--self->pumps_ == 0) self->finish();
   }
 
@@ -490,28 +541,42 @@ class session : public std::enable_shared_from_this<session> {
     }
   }
 
-  asio::awaitable<void> pump_buffer(direction& d) {
+  // Copies through a (pooled) buffer until the direction ends. With `may_splice` (relay: auto),
+  // returns true once the direction has moved splice_after bytes and got a pipe: the caller
+  // goes on with pump_splice (the buffer is empty at that point).
+  asio::awaitable<bool> pump_buffer(direction& d, bool may_splice) {
     const std::size_t size = opts_.buffer_size;
-    std::unique_ptr<std::uint8_t[]> buf(new std::uint8_t[size]);
+    struct pooled {
+      worker_state& w;
+      std::size_t size;
+      std::unique_ptr<std::uint8_t[]> p;
+      ~pooled() { w.put_buffer(std::move(p), size); }
+    } buf{*worker_, size, worker_->get_buffer(size)};
+    std::uint64_t moved = 0;
     for (;;) {
-      auto [ec, n] = co_await d.src->async_read_some(asio::buffer(buf.get(), size), use_tuple);
-      if (aborted_) co_return;
+      auto [ec, n] = co_await d.src->async_read_some(asio::buffer(buf.p.get(), size), use_tuple);
+      if (aborted_) co_return false;
       if (ec == asio::error::eof) {
         pass_fin(d);
-        co_return;
+        co_return false;
       }
       if (ec) {
         read_failed(d, ec.value());
-        co_return;
+        co_return false;
       }
       last_activity_ = steady::now();
-      auto [wec, m] = co_await asio::async_write(*d.dst, asio::buffer(buf.get(), n), use_tuple);
-      if (aborted_) co_return;
+      auto [wec, m] = co_await asio::async_write(*d.dst, asio::buffer(buf.p.get(), n), use_tuple);
+      if (aborted_) co_return false;
       if (wec) {
         write_failed(d);
-        co_return;
+        co_return false;
       }
       count(d, m);
+      moved += m;
+      if (may_splice && moved >= splice_after) {
+        may_splice = false;  // one attempt; without a pipe, stay buffered
+        if (make_non_blocking() && worker_->get_pipe(d.pipe, size)) co_return true;
+      }
     }
   }
 
@@ -532,6 +597,14 @@ class session : public std::enable_shared_from_this<session> {
   // other direction flowing.
   void pass_fin(direction& d) {
     error_code ec;
+    d.fin_passed = true;
+    if (dirs_[0].fin_passed && dirs_[1].fin_passed) {
+      // Both sides have sent their FIN and everything is delivered: close() sends ours, so
+      // skip the shutdown(2). Nothing is left unread, so neither close turns into a reset.
+      down_.close(ec);
+      up_.close(ec);
+      return;
+    }
     d.dst->shutdown(tcp::socket::shutdown_send, ec);
   }
 
@@ -645,6 +718,7 @@ class session : public std::enable_shared_from_this<session> {
   steady::time_point started_;
   steady::time_point last_activity_;
   sockaddr_storage client_{};
+  bool peer_known_ = false;  // client_ holds the peer's (or the PROXY header's) address
   sockaddr_storage local_{};
   std::unique_ptr<std::uint8_t[]> pre_;  // bytes read before connecting, replayed upstream
   std::size_t pre_len_ = 0;

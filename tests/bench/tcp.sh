@@ -4,10 +4,10 @@
 #
 #   tests/bench/tcp.sh
 #
-# Two measures, each the median of RUNS runs on one running proxy:
+# Two measures, each the median of RUNS interleaved runs (all proxies run side by side):
 #   throughput   one connection downloads BYTES from the upstream through the proxy (GiB/s)
 #   conn/s       short connections (connect, 1 byte each way, close), CONCURRENCY at a time,
-#                for RATE_SECONDS
+#                for RATE_SECONDS; also the proxy's CPU time (user+system) per connection
 # Environment (all optional):
 #   RUNS=3  BYTES=4294967296  RATE_SECONDS=5  CONCURRENCY=32  WORKERS=1
 #   SKIP_NGINX=1 SKIP_HAPROXY=1      leave a peer out
@@ -15,7 +15,7 @@
 #   SLUICE_BIN=PATH                  use this sluice binary instead of building one
 #   RESULTS=FILE                     also keep the raw results there
 # The load tool (tests/bench/tcpbench.cpp: upstream server and clients) is compiled with g++.
-# Rows: sluice with relay: splice and relay: buffer, HAProxy with `option splice-auto`, nginx
+# Rows: sluice with relay: auto (the default), splice and buffer, HAProxy with `option splice-auto`, nginx
 # stream with proxy_buffer_size 64k (sluice's default buffer size), and the upstream directly.
 set -euo pipefail
 
@@ -140,7 +140,7 @@ start_proxy() {  # NAME -> proxy_pid, proxy_port
       proxy_port=$up_port
       return 0
       ;;
-    sluice-splice|sluice-buffer)
+    sluice-auto|sluice-splice|sluice-buffer)
       local relay=${name#sluice-}
       cat >"$dir/sluice.yaml" <<EOF
 workers: $WORKERS
@@ -221,35 +221,58 @@ stop_proxy() {
   forget_pid "$proxy_pid"
 }
 
-proxies=(sluice-splice sluice-buffer)
+proxies=(sluice-auto sluice-splice sluice-buffer)
 [[ "$SKIP_HAPROXY" == 1 ]] || proxies+=(haproxy)
 [[ "$SKIP_NGINX" == 1 ]] || proxies+=(nginx)
 proxies+=(direct)
 
+cpu_ticks() {  # PID: user+system clock ticks of PID and its direct children (nginx workers)
+  local total=0 f ppid t
+  for f in /proc/[0-9]*/stat; do
+    read -r ppid t < <(awk '{sub(/^.*\) /, ""); print $2, $12 + $13}' "$f" 2>/dev/null) || continue
+    if [[ "$f" == "/proc/$1/stat" || "$ppid" == "$1" ]]; then total=$((total + t)); fi
+  done
+  echo "$total"
+}
+hz="$(getconf CLK_TCK)"
+
+# All proxies run side by side (each idle while another is measured) and the runs are
+# interleaved, so a change in the machine's load hits every proxy alike.
 results="$tmp/results.txt"
 : >"$results"
 log "throughput: $BYTES bytes on one connection; conn/s: $CONCURRENCY at once for ${RATE_SECONDS}s;" \
-    "$RUNS runs each; $WORKERS worker(s)"
+    "$RUNS interleaved runs each; $WORKERS worker(s)"
+declare -A port_of pid_of tput rate cpu
 for p in "${proxies[@]}"; do
-  log "$p"
   start_proxy "$p" || die "$p failed to start"
+  port_of[$p]=$proxy_port
+  pid_of[$p]=$proxy_pid
   "$tool" download "$proxy_port" $((256 << 20)) >/dev/null || die "$p: warm-up download failed"
   "$tool" rate "$proxy_port" 1 "$CONCURRENCY" >/dev/null
-  tput=() rate=()
-  for r in $(seq "$RUNS"); do
-    read -r secs gibs <<<"$("$tool" download "$proxy_port" "$BYTES")" || die "$p: download failed"
-    log "  run $r: ${gibs} GiB/s (${secs}s)"
-    tput+=("$gibs")
+done
+for r in $(seq "$RUNS"); do
+  for p in "${proxies[@]}"; do
+    read -r secs gibs <<<"$("$tool" download "${port_of[$p]}" "$BYTES")" || die "$p: download failed"
+    log "run $r $p: ${gibs} GiB/s (${secs}s)"
+    tput[$p]+=" $gibs"
   done
-  for r in $(seq "$RUNS"); do
+done
+for r in $(seq "$RUNS"); do
+  for p in "${proxies[@]}"; do
     sleep 1  # let TIME_WAIT sockets of the previous run settle a little
-    read -r cps errs <<<"$("$tool" rate "$proxy_port" "$RATE_SECONDS" "$CONCURRENCY")"
-    log "  run $r: ${cps} conn/s, ${errs} errors"
+    t0="$(cpu_ticks "${pid_of[$p]}")"
+    read -r cps errs <<<"$("$tool" rate "${port_of[$p]}" "$RATE_SECONDS" "$CONCURRENCY")"
+    t1="$(cpu_ticks "${pid_of[$p]}")"
+    us="$(awk -v d=$((t1 - t0)) -v hz="$hz" -v c="$cps" -v s="$RATE_SECONDS" \
+      'BEGIN { n = c * s; printf "%.1f", (n > 0 ? d / hz / n * 1e6 : 0) }')"
+    log "run $r $p: ${cps} conn/s, ${us} us CPU/conn, ${errs} errors"
     ((errs == 0)) || log "  WARNING: $errs failed connections"
-    rate+=("$cps")
+    rate[$p]+=" $cps"
+    cpu[$p]+=" $us"
   done
-  echo "$p ${tput[*]} | ${rate[*]}" >>"$results"
-  stop_proxy
+done
+for p in "${proxies[@]}"; do
+  echo "$p ${tput[$p]} | ${rate[$p]} | ${cpu[$p]}" >>"$results"
 done
 
 [[ -z "${RESULTS:-}" ]] || cp "$results" "$RESULTS"
@@ -262,19 +285,22 @@ import statistics, sys
 rows = []
 for line in open(sys.argv[1]):
     name, rest = line.split(" ", 1)
-    t, r = rest.split("|")
-    rows.append((name, statistics.median(map(float, t.split())), statistics.median(map(float, r.split()))))
-ref = {n: (t, r) for n, t, r in rows}.get("haproxy")
-print(f"{'proxy':<14} {'GiB/s':>8} {'conn/s':>9} {'tput/haproxy':>13} {'conn/haproxy':>13}")
-for n, t, r in rows:
+    t, r, c = rest.split("|")
+    med = lambda s: statistics.median(map(float, s.split()))
+    rows.append((name, med(t), med(r), med(c)))
+ref = {n: (t, r, c) for n, t, r, c in rows}.get("haproxy")
+print(f"{'proxy':<14} {'GiB/s':>8} {'conn/s':>9} {'us CPU/conn':>12} {'tput/haproxy':>13} {'conn/haproxy':>13} {'CPU/haproxy':>12}")
+for n, t, r, c in rows:
     rt = f"{t / ref[0]:.2f}x" if ref else "-"
     rr = f"{r / ref[1]:.2f}x" if ref else "-"
-    print(f"{n:<14} {t:>8.2f} {r:>9.0f} {rt:>13} {rr:>13}")
+    rc = f"{c / ref[2]:.2f}x" if ref and ref[2] else "-"
+    print(f"{n:<14} {t:>8.2f} {r:>9.0f} {c:>12.1f} {rt:>13} {rr:>13} {rc:>12}")
 print()
-print("| proxy | throughput GiB/s | conn/s | throughput vs HAProxy | conn/s vs HAProxy |")
-print("|---|---:|---:|---:|---:|")
-for n, t, r in rows:
+print("| proxy | throughput GiB/s | conn/s | CPU µs/conn | throughput vs HAProxy | conn/s vs HAProxy | CPU/conn vs HAProxy |")
+print("|---|---:|---:|---:|---:|---:|---:|")
+for n, t, r, c in rows:
     rt = f"{t / ref[0]:.2f}×" if ref else "-"
     rr = f"{r / ref[1]:.2f}×" if ref else "-"
-    print(f"| {n} | {t:.2f} | {r:.0f} | {rt} | {rr} |")
+    rc = f"{c / ref[2]:.2f}×" if ref and ref[2] else "-"
+    print(f"| {n} | {t:.2f} | {r:.0f} | {c:.1f} | {rt} | {rr} | {rc} |")
 EOF

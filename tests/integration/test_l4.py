@@ -277,7 +277,8 @@ class BulkTransferTest(L4Case):
         cls.echo = cls.start_tcp(echo_handler, "echo")
         cls.sluice = cls.start_sluice(h.config(
             [tcp_listener("splice", "echo", relay="splice"),
-             tcp_listener("buffer", "echo", relay="buffer", buffer_size="64k")],
+             tcp_listener("buffer", "echo", relay="buffer", buffer_size="64k"),
+             tcp_listener("auto", "echo", relay="auto")],
             [tcp_cluster("echo", [cls.echo.address])], workers=2))
 
     def check_mode(self, name):
@@ -296,6 +297,11 @@ class BulkTransferTest(L4Case):
 
     def test_buffer_1gib_both_ways(self):
         self.check_mode("buffer")
+        self.assertAlive(self.sluice)
+
+    def test_auto_1gib_both_ways(self):
+        # Starts buffered, switches each direction to splice after 64 KiB.
+        self.check_mode("auto")
         self.assertAlive(self.sluice)
 
 
@@ -631,6 +637,7 @@ class MetricsTest(L4Case):
         cls.sluice, cls.admin = start_with_admin(cls, h.config(
             [tcp_listener("splice", "echo", relay="splice"),
              tcp_listener("buffer", "echo", relay="buffer", buffer_size="64k"),
+             tcp_listener("auto", "echo", relay="auto"),
              tcp_listener("dead", "dead"),
              tcp_listener("limited", "holder", max_connections=1)],
             [tcp_cluster("echo", [cls.echo.address]),
@@ -657,13 +664,13 @@ class MetricsTest(L4Case):
 
     def test_bytes_and_connections_after_transfer(self):
         from test_admin import admin_json
-        self.wait_idle("splice", "buffer")
+        self.wait_idle("splice", "buffer", "auto")
         before = self.samples()
-        sizes = {"splice": 5 * self.MIB, "buffer": 3 * self.MIB}
+        sizes = {"splice": 5 * self.MIB, "buffer": 3 * self.MIB, "auto": 2 * self.MIB}
         for name, size in sizes.items():
             sent, n, got = stream_through(self.sluice.ports[name], size)
             self.assertEqual((n, got), (size, sent))
-        self.wait_idle("splice", "buffer")
+        self.wait_idle("splice", "buffer", "auto")
         after = self.samples()
 
         def delta(name, **labels):
@@ -679,7 +686,7 @@ class MetricsTest(L4Case):
         echo = {"cluster": "echo", "backend": self.echo.address}
         self.assertEqual(delta("sluice_backend_sent_bytes_total", **echo), total)
         self.assertEqual(delta("sluice_backend_received_bytes_total", **echo), total)
-        self.assertEqual(delta("sluice_backend_upstream_requests_total", **echo), 2)
+        self.assertEqual(delta("sluice_backend_upstream_requests_total", **echo), 3)
         # TCP listeners answer no HTTP requests: no request series for them.
         self.assertFalse([k for k in after
                           if k[0] == "sluice_downstream_requests_total" and ("listener", "splice") in k[1]])

@@ -93,7 +93,7 @@ TEST_CASE("tcp listener defaults", "[config][tcp]") {
   CHECK(t.max_lifetime == 0ms);
   CHECK(t.max_connections == 0);
   CHECK(t.on_limit == cfg::tcp_options::limit_action::refuse);
-  CHECK(t.relay == cfg::tcp_options::relay_mode::splice);
+  CHECK(t.relay == cfg::tcp_options::relay_mode::automatic);
   CHECK(t.buffer_size == 65536);
   CHECK(t.proxy.send == cfg::proxy_protocol::version::none);
   CHECK_FALSE(t.proxy.accept);
@@ -109,7 +109,10 @@ TEST_CASE("sni_routes make the listener's cluster optional", "[config][tcp]") {
 
 TEST_CASE("tcp listener options are validated with positions", "[config][tcp]") {
   CHECK(tcp_error(with_tcp("      relay: zerocopy\n")) ==
-        "test.yaml:7:14: listeners[0].tcp.relay: expected one of splice or buffer, got 'zerocopy'");
+        "test.yaml:7:14: listeners[0].tcp.relay: expected one of auto, splice or buffer, got 'zerocopy'");
+  auto r = cfg::load_string(with_tcp("      relay: auto\n"), "test.yaml");
+  REQUIRE(r.errors.empty());
+  CHECK(r.value->listeners.at(0).tcp.relay == cfg::tcp_options::relay_mode::automatic);
   CHECK(tcp_error(with_tcp("      on_limit: drop\n")) ==
         "test.yaml:7:17: listeners[0].tcp.on_limit: expected one of refuse or queue, got 'drop'");
   CHECK(tcp_error(with_tcp("      idle_timout: 1s\n")) ==
