@@ -9,6 +9,8 @@ build_pkgs=(build-essential cmake ninja-build ccache pkg-config git
 test_pkgs=(curl python3 procps openssl
   prometheus    # promtool and a real Prometheus server (tests/integration/test_admin.py)
   etcd-server etcd-client  # real etcd for discovery (tests/integration/test_etcd.py)
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler  # Hello gRPC peers
+  nghttp2-client  # h2load and nghttp (tests/integration/test_grpc.py, tests/bench/grpc.sh)
   nodejs chromium)  # status page browser test (tests/e2e), with playwright-core from npm
 bench_pkgs=(nginx-light libnginx-mod-stream haproxy wrk)
 

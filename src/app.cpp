@@ -7,6 +7,7 @@
 #include <boost/asio/post.hpp>
 
 #include "admin/server.hpp"
+#include "h2/proxy.hpp"
 #include "http/proxy.hpp"
 #include "l4/proxy.hpp"
 #include "sluice/admin/status.hpp"
@@ -54,8 +55,8 @@ std::vector<std::string> preflight(const config::config& cfg) {
   std::vector<std::string> errors;
   for (const auto& c : cfg.clusters) {
     resolve_endpoints(c, &errors);
-    if (c.protocol != config::upstream_protocol::http1)
-      errors.push_back("cluster " + c.name + ": protocol other than http1 is not supported yet");
+    if (c.protocol == config::upstream_protocol::h2)
+      errors.push_back("cluster " + c.name + ": protocol h2 (TLS to upstreams) is not supported yet");
   }
   for (const auto& l : cfg.listeners) {
     std::string err;
@@ -188,6 +189,7 @@ int run(const config::config& cfg) {
     for (unsigned w = 0; w < rt.workers(); ++w)
       boost::asio::post(rt.io(w), [ws = workers[w], l4w = l4_workers[w]] {
         http::drain(*ws);
+        h2::drain();  // this worker's HTTP/2 connections: graceful GOAWAY
         l4::drain(*l4w);
       });
   });
@@ -195,6 +197,7 @@ int run(const config::config& cfg) {
     std::size_t n = 0;
     for (const auto& ws : workers) n += http::active_sessions(*ws);
     for (const auto& ws : l4_workers) n += l4::active_sessions(*ws);
+    n += h2::active_sessions();  // already summed over every worker
     return n;
   });
   rt.on_sigusr1([access] {

@@ -645,7 +645,7 @@ class reader {
   listener read_listener(const YAML::Node& node, const std::string& path) {
     static constexpr std::string_view keys[] = {"name",    "address",  "protocol", "routes",
                                                 "cluster", "timeouts", "limits",   "forwarded",
-                                                "tcp"};
+                                                "tcp",     "http2"};
     listener out;
     map_view m(ctx_, node, path, keys);
     if (!m.valid()) return out;
@@ -739,7 +739,34 @@ class reader {
     }
     if (auto* f = m.get("forwarded"))
       if (auto b = read_bool(ctx_, *f)) out.forwarded = *b;
+    if (auto* f = m.get("http2")) {
+      if (protocol_ok && out.protocol != listener::protocol_kind::http)
+        ctx_.error(f->key.Mark(), f->path, "'http2' options are for listeners with protocol: http");
+      else
+        read_http2_options(*f, out.http2);
+    }
     return out;
+  }
+
+  void read_http2_options(const field& f, http2_options& out) {
+    static constexpr std::string_view keys[] = {"max_concurrent_streams", "max_header_list_size",
+                                                "stream_window",          "reset_burst",
+                                                "reset_rate",             "max_connection_age"};
+    map_view m(ctx_, f.value, f.path, keys);
+    if (!m.valid()) return;
+    if (auto* x = m.get("max_concurrent_streams"))
+      if (auto v = read_uint(ctx_, *x, 1, 100000)) out.max_concurrent_streams = *v;
+    if (auto* x = m.get("max_header_list_size"))
+      if (auto v = read_size(ctx_, *x, 1024, 16 * 1024 * 1024)) out.max_header_list_size = *v;
+    // RFC 9113 section 6.5.2: a window is at least 65535 and at most 2^31-1.
+    if (auto* x = m.get("stream_window"))
+      if (auto v = read_size(ctx_, *x, 65535, 2147483647)) out.stream_window = *v;
+    if (auto* x = m.get("reset_burst"))
+      if (auto v = read_uint(ctx_, *x, 1, 1000000)) out.reset_burst = *v;
+    if (auto* x = m.get("reset_rate"))
+      if (auto v = read_uint(ctx_, *x, 1, 1000000)) out.reset_rate = *v;
+    if (auto* x = m.get("max_connection_age"))
+      if (auto d = read_duration(ctx_, *x, true)) out.max_connection_age = *d;
   }
 
   void read_tcp_options(const field& f, tcp_options& out) {
@@ -762,7 +789,9 @@ class reader {
     set_duration(m, "queue_timeout", out.queue_timeout);
     if (auto* x = m.get("relay")) {
       static constexpr choice<tcp_options::relay_mode> choices[] = {
-          {"splice", tcp_options::relay_mode::splice}, {"buffer", tcp_options::relay_mode::buffer}};
+          {"auto", tcp_options::relay_mode::automatic},
+          {"splice", tcp_options::relay_mode::splice},
+          {"buffer", tcp_options::relay_mode::buffer}};
       if (auto v = read_enum(ctx_, *x, choices)) out.relay = *v;
     }
     if (auto* x = m.get("buffer_size"))

@@ -28,6 +28,8 @@
 #include <boost/beast/http/status.hpp>
 
 #include "request_head.hpp"
+#include "h2/proxy.hpp"
+#include "sluice/h2/preface.hpp"
 #include "sluice/balance/policy.hpp"
 #include "sluice/http/forwarding.hpp"
 #include "sluice/http/router.hpp"
@@ -43,11 +45,16 @@ using tcp = asio::ip::tcp;
 using steady = std::chrono::steady_clock;
 using boost::system::error_code;
 using namespace std::chrono_literals;
+using namespace std::string_view_literals;  // appends of literals: no strlen at run time
 
 namespace {
 
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 constexpr std::size_t read_chunk = 16 * 1024;      // downstream/upstream head reads
+// The read that waits for a request on an idle keep-alive connection: small, like nginx's
+// client_header_buffer_size, so an idle connection holds 1 KiB of buffer instead of 16 (or the
+// 32 KiB a request body grew it to). A head that does not fit is read on in read_chunk steps.
+constexpr std::size_t idle_read = 1024;
 constexpr std::size_t relay_size = 32 * 1024;      // body relay buffer
 constexpr std::size_t response_header_limit = 64 * 1024;
 constexpr unsigned max_tries_cap = 16;
@@ -96,6 +103,34 @@ std::string_view find_cookie(std::string_view header, std::string_view name) {
     header.remove_prefix(semi + 1);
   }
   return {};
+}
+
+// Logging builds an ostringstream. Called from coroutines through these out-of-line helpers, so
+// that no coroutine frame carries one per call site: the hot frames stay small enough for the
+// allocator's per-thread caches.
+[[gnu::noinline, gnu::cold]] void log_connect_failure(const core::backend& b, bool timed_out,
+                                                      const error_code& ec,
+                                                      const std::string& cluster) {
+  SLUICE_LOG(warn, "upstream " << b.name() << " connect "
+                               << (timed_out ? "timed out" : "failed: " + ec.message())
+                               << " (cluster " << cluster << ")");
+}
+
+[[gnu::noinline, gnu::cold]] void log_http1_to_h2(const std::string& cluster) {
+  SLUICE_LOG(warn, "HTTP/1.1 request routed to HTTP/2 cluster " << cluster
+                       << ": not supported yet, answered 502 (use HTTP/2 or gRPC clients)");
+}
+
+[[gnu::noinline, gnu::cold]] void log_no_backend(const std::string& cluster) {
+  SLUICE_LOG(warn, "no backend available in cluster " << cluster);
+}
+
+[[gnu::noinline, gnu::cold]] void log_upstream(const core::backend& b, const char* what,
+                                               const error_code* ec = nullptr) {
+  if (ec)
+    SLUICE_LOG(warn, "upstream " << b.name() << what << ec->message());
+  else
+    SLUICE_LOG(warn, "upstream " << b.name() << what);
 }
 
 }  // namespace
@@ -197,6 +232,7 @@ class session : public std::enable_shared_from_this<session> {
   void start() {
     set_nodelay(down_);
     error_code ec;
+    down_.non_blocking(true, ec);  // for read_head's follow-up read; async operations ignore it
     auto ep = down_.remote_endpoint(ec);
     if (!ec) {
       auto a = ep.address();
@@ -275,6 +311,7 @@ class session : public std::enable_shared_from_this<session> {
       write_access_log();
       record_metrics();  // direct answers; proxied requests recorded themselves in proxy()
       req_.reset();
+      res_.reset();  // the response's fields: not kept while the connection idles
       if (!keep) break;
     }
     closed_ = true;
@@ -299,7 +336,13 @@ class session : public std::enable_shared_from_this<session> {
       if (down_buf_.size() > 0) {
         auto view = std::string_view(static_cast<const char*>(down_buf_.data().data()),
                                      down_buf_.size());
-        auto r = feed_head(*req_, view, limits_);
+        if (first && h2::looks_like_preface(view)) {
+          // HTTP/2 with prior knowledge (h2c) on the same port: the h2 module takes the socket.
+          h2::start_server_session(std::move(down_), view, listener_, worker_->clusters_);
+          co_return false;
+        }
+        auto r = first && h2::could_be_preface(view) ? head_result{}
+                                                     : feed_head(*req_, view, limits_);
         if (r.what == head_result::state::done) {
           down_buf_.consume(r.head_size);
           bytes_in_ = r.head_size;
@@ -320,7 +363,10 @@ class session : public std::enable_shared_from_this<session> {
         co_return false;
       }
       idle_ = down_buf_.size() == 0;
-      auto [ec, n] = co_await down_.async_read_some(down_buf_.prepare(read_chunk), use_tuple);
+      bool small_read = idle_;
+      if (idle_ && down_buf_.capacity() > idle_read) down_buf_.shrink_to_fit();  // frees it
+      auto [ec, n] = co_await down_.async_read_some(
+          down_buf_.prepare(idle_ ? idle_read : read_chunk), use_tuple);
       idle_ = false;
       if (ec) {
         if (timed_out(ec) && down_buf_.size() > 0) {
@@ -332,6 +378,15 @@ class session : public std::enable_shared_from_this<session> {
       }
       if (drain_closed_) co_return false;
       down_buf_.commit(n);
+      if (small_read && n == idle_read) {
+        // The small read came back full: the rest of the request (a long head, a body) is
+        // probably there already. Take it now without waiting (the socket is non-blocking),
+        // so that a request of up to read_chunk bytes is seen whole, as a single 16 KiB read
+        // would: its body stays in memory (replayable on retry) and limits apply at once.
+        error_code rec;
+        auto m = down_.read_some(down_buf_.prepare(read_chunk), rec);
+        if (!rec) down_buf_.commit(m);  // would_block: nothing yet; errors show on next read
+      }
     }
   }
 
@@ -381,6 +436,14 @@ class session : public std::enable_shared_from_this<session> {
       co_return keep_alive_;
     }
     metrics_cluster_ = ci;
+    if (worker_->clusters_[static_cast<std::size_t>(ci)]->config().protocol !=
+        config::upstream_protocol::http1) {
+      // TODO: translate HTTP/1.1 requests to HTTP/2 upstreams; until then say so plainly.
+      log_http1_to_h2(worker_->clusters_[static_cast<std::size_t>(ci)]->name());
+      skip_request_body();
+      co_await send_simple(502, keep_alive_);
+      co_return keep_alive_;
+    }
     co_return co_await proxy(worker_->caches_[static_cast<std::size_t>(ci)]);
   }
 
@@ -440,9 +503,7 @@ class session : public std::enable_shared_from_this<session> {
             up_.reset();
             lease.report(pool::outcome::connect_failure);
             if (worker_->metrics_) worker_->metrics_->on_connect_failure(metrics_cluster_);
-            SLUICE_LOG(warn, "upstream " << b->name() << " connect "
-                                         << (to ? "timed out" : "failed: " + ec.message())
-                                         << " (cluster " << ccfg.name << ")");
+            log_connect_failure(*b, to, ec, ccfg.name);
             fail_status = to ? 504 : 502;
             break;  // next backend
           }
@@ -479,7 +540,7 @@ class session : public std::enable_shared_from_this<session> {
       }
     }
     if (ntried == 0) {
-      SLUICE_LOG(warn, "no backend available in cluster " << ccfg.name);
+      log_no_backend(ccfg.name);
       skip_request_body();
       co_await send_simple(503, keep_alive_);
       co_return keep_alive_;
@@ -527,7 +588,7 @@ class session : public std::enable_shared_from_this<session> {
       h += target_.origin;
     else
       h.append(req.target().data(), req.target().size());
-    h += " HTTP/1.1\r\n";
+    h += " HTTP/1.1\r\n"sv;
 
     // Does a Connection field name anything beyond close/keep-alive/upgrade? Then every other
     // field must be checked against it.
@@ -580,7 +641,7 @@ class session : public std::enable_shared_from_this<session> {
           break;
         case bhttp::field::forwarded:
           if (!forwarded) break;
-          if (!fwd_.empty()) fwd_ += ", ";
+          if (!fwd_.empty()) fwd_ += ", "sv;
           fwd_ += value;
           continue;
         default:
@@ -588,7 +649,7 @@ class session : public std::enable_shared_from_this<session> {
               beast::iequals(name.substr(0, 12), "x-forwarded-")) {
             auto rest = name.substr(12);
             if (beast::iequals(rest, "for")) {
-              if (!xff_.empty()) xff_ += ", ";
+              if (!xff_.empty()) xff_ += ", "sv;
               xff_ += value;
               continue;
             }
@@ -598,55 +659,55 @@ class session : public std::enable_shared_from_this<session> {
           break;
       }
       h += name;
-      h += ": ";
+      h += ": "sv;
       h += value;
-      h += "\r\n";
+      h += "\r\n"sv;
     }
     if (target_.form == target_form::absolute) {
       host = target_.authority;
-      h += "Host: ";
+      h += "Host: "sv;
       h += host;
-      h += "\r\n";
+      h += "\r\n"sv;
     }
-    h += "X-Forwarded-For: ";
+    h += "X-Forwarded-For: "sv;
     if (!xff_.empty()) {
       h += xff_;
-      h += ", ";
+      h += ", "sv;
     }
     h += client_ip_;
-    h += "\r\nX-Forwarded-Proto: http\r\n";
+    h += "\r\nX-Forwarded-Proto: http\r\n"sv;
     if (!host.empty()) {
-      h += "X-Forwarded-Host: ";
+      h += "X-Forwarded-Host: "sv;
       h += host;
-      h += "\r\n";
+      h += "\r\n"sv;
     }
     if (forwarded) {
-      h += "Forwarded: ";
+      h += "Forwarded: "sv;
       if (!fwd_.empty()) {
         h += fwd_;
-        h += ", ";
+        h += ", "sv;
       }
       append_forwarded_element(h, client_ip_, host);
-      h += "\r\n";
+      h += "\r\n"sv;
     }
     if (upgrade_) {
       auto u = req[bhttp::field::upgrade];
-      h += "Connection: upgrade\r\nUpgrade: ";
+      h += "Connection: upgrade\r\nUpgrade: "sv;
       h.append(u.data(), u.size());
-      h += "\r\n";
+      h += "\r\n"sv;
     }
     switch (body_) {
       case body_kind::none:
-        if (p.content_length()) h += "Content-Length: 0\r\n";
+        if (p.content_length()) h += "Content-Length: 0\r\n"sv;
         break;
       case body_kind::length:
-        h += "Content-Length: ";
+        h += "Content-Length: "sv;
         append_number(h, body_length_);
-        h += "\r\n";
+        h += "\r\n"sv;
         break;
-      case body_kind::chunked: h += "Transfer-Encoding: chunked\r\n"; break;
+      case body_kind::chunked: h += "Transfer-Encoding: chunked\r\n"sv; break;
     }
-    h += "\r\n";
+    h += "\r\n"sv;
     expect_continue_ = false;
     if (body_ != body_kind::none && !body_in_memory_ && req.version() == 11) {
       auto e = req[bhttp::field::expect];
@@ -678,7 +739,8 @@ class session : public std::enable_shared_from_this<session> {
     if (body_in_memory_) {
       body_complete_ = true;
       body_done_ = true;
-      co_return co_await receive(conn, ccfg, lease, reused, stale, fail_status);
+      // receive()'s clean-up concerns a streamed body only: one coroutine frame less.
+      co_return co_await receive_response(conn, ccfg, lease, reused, stale, fail_status);
     }
     // 2. A streamed body, relayed while the response is read: an upstream may answer (and a
     // streaming one like an echo service must) before the whole body is in.
@@ -763,7 +825,10 @@ class session : public std::enable_shared_from_this<session> {
       if (conn.buffer.size() > 0) {
         got_any = true;
         error_code ec;
-        auto n = res_->put(conn.buffer.data(), ec);
+        auto buffered = std::string_view(static_cast<const char*>(conn.buffer.data().data()),
+                                         conn.buffer.size());
+        auto n = res_->put(
+            asio::buffer(buffered.data(), feedable_head(buffered, response_header_limit)), ec);
         if (!ec && res_->is_header_done()) {
           auto raw = std::string_view(static_cast<const char*>(conn.buffer.data().data()), n);
           if (!check_response_head(res_->get().base(), raw)) {
@@ -782,8 +847,7 @@ class session : public std::enable_shared_from_this<session> {
         }
         if (ec && ec != bhttp::error::need_more) {
           lease.report(pool::outcome::reset);
-          SLUICE_LOG(warn, "upstream " << b->name() << " sent a malformed response: "
-                                       << ec.message());
+          log_upstream(*b, " sent a malformed response: ", &ec);
           fail_status = 502;
           co_return attempt::failed;
         }
@@ -804,7 +868,7 @@ class session : public std::enable_shared_from_this<session> {
 
     if (status == 101) {
       if (!upgrade_) {
-        SLUICE_LOG(warn, "upstream " << b->name() << " switched protocols unasked");
+        log_upstream(*b, " switched protocols unasked");
         fail_status = 502;
         co_return attempt::failed;
       }
@@ -980,7 +1044,7 @@ class session : public std::enable_shared_from_this<session> {
     bool connection_names = res.count(bhttp::field::connection) > 0;
     auto& h = head_;
     h.clear();
-    h += "HTTP/1.1 ";
+    h += "HTTP/1.1 "sv;
     append_number(h, status);
     h += ' ';
     auto reason = res.reason();
@@ -988,7 +1052,7 @@ class session : public std::enable_shared_from_this<session> {
       h += status_text(status);
     else
       h.append(reason.data(), reason.size());
-    h += "\r\n";
+    h += "\r\n"sv;
     for (const auto& f : res) {
       std::string_view name(f.name_string().data(), f.name_string().size());
       std::string_view value(f.value().data(), f.value().size());
@@ -1019,22 +1083,22 @@ class session : public std::enable_shared_from_this<session> {
           break;
       }
       h += name;
-      h += ": ";
+      h += ": "sv;
       h += value;
-      h += "\r\n";
+      h += "\r\n"sv;
     }
     if (in == framing::length) {
-      h += "Content-Length: ";
+      h += "Content-Length: "sv;
       append_number(h, length);
-      h += "\r\n";
+      h += "\r\n"sv;
     } else if (out_chunked) {
-      h += "Transfer-Encoding: chunked\r\n";
+      h += "Transfer-Encoding: chunked\r\n"sv;
     }
     if (!keep_alive_)
-      h += "Connection: close\r\n";
+      h += "Connection: close\r\n"sv;
     else if (!client11)
-      h += "Connection: keep-alive\r\n";
-    h += "\r\n";
+      h += "Connection: keep-alive\r\n"sv;
+    h += "\r\n"sv;
     conn.buffer.consume(head_size);
     (void)head_request;
     response_started_ = true;
@@ -1049,11 +1113,23 @@ class session : public std::enable_shared_from_this<session> {
         break;
       }
       case framing::length: {
+        if (length <= conn.buffer.size()) {
+          // The whole body came with the head (the common small response): one gathered
+          // write, without the frame of relay_length_response.
+          std::array<asio::const_buffer, 2> bufs{
+              asio::buffer(h), asio::buffer(conn.buffer.data().data(), length)};
+          set_deadline(timeouts_.send);
+          auto [ec, n] = co_await asio::async_write(down_, bufs, use_tuple);
+          if (ec) co_return attempt::close;
+          conn.buffer.consume(length);
+          bytes_sent_ += length;
+          upstream_ok = true;
+          break;
+        }
         auto r = co_await relay_length_response(conn, ccfg, length);
         if (r == relay::client_failed) co_return attempt::close;
         if (r == relay::upstream_failed && !cancelled_by_body_) {
-          SLUICE_LOG(warn, "upstream " << conn.backend->name()
-                                       << " failed in the response body: " << last_up_ec_.message());
+          log_upstream(*conn.backend, " failed in the response body: ", &last_up_ec_);
           co_return attempt::close;
         }
         upstream_ok = true;
@@ -1065,8 +1141,7 @@ class session : public std::enable_shared_from_this<session> {
                                                         out_chunked);
         if (r == relay::client_failed) co_return attempt::close;
         if (r == relay::upstream_failed && !cancelled_by_body_) {
-          SLUICE_LOG(warn, "upstream " << conn.backend->name()
-                                       << " failed in the response body: " << last_up_ec_.message());
+          log_upstream(*conn.backend, " failed in the response body: ", &last_up_ec_);
           co_return attempt::close;
         }
         upstream_ok = in == framing::chunked;
@@ -1196,11 +1271,11 @@ class session : public std::enable_shared_from_this<session> {
     auto& res = res_->get();
     auto& h = head_;
     h.clear();
-    h += "HTTP/1.1 101 ";
+    h += "HTTP/1.1 101 "sv;
     auto reason = res.reason();
-    if (reason.empty()) h += "Switching Protocols";
+    if (reason.empty()) h += "Switching Protocols"sv;
     else h.append(reason.data(), reason.size());
-    h += "\r\n";
+    h += "\r\n"sv;
     for (const auto& f : res) {
       switch (f.name()) {
         case bhttp::field::connection:
@@ -1215,14 +1290,14 @@ class session : public std::enable_shared_from_this<session> {
         default: break;
       }
       h.append(f.name_string().data(), f.name_string().size());
-      h += ": ";
+      h += ": "sv;
       h.append(f.value().data(), f.value().size());
-      h += "\r\n";
+      h += "\r\n"sv;
     }
     auto up = res[bhttp::field::upgrade];
-    h += "Connection: upgrade\r\nUpgrade: ";
+    h += "Connection: upgrade\r\nUpgrade: "sv;
     h.append(up.data(), up.size());
-    h += "\r\n\r\n";
+    h += "\r\n\r\n"sv;
     conn.buffer.consume(head_size);
     response_started_ = true;
     set_deadline(timeouts_.send);
@@ -1272,12 +1347,12 @@ class session : public std::enable_shared_from_this<session> {
     status_ = status;
     auto& h = head_;
     h.clear();
-    h += "HTTP/1.1 ";
+    h += "HTTP/1.1 "sv;
     append_number(h, status);
     h += ' ';
     auto text = status_text(status);
     h += text;
-    h += "\r\nServer: sluice\r\nContent-Type: text/plain\r\nContent-Length: ";
+    h += "\r\nServer: sluice\r\nContent-Type: text/plain\r\nContent-Length: "sv;
     append_number(h, text.size() + 5);
     h += keep_alive_ ? "\r\n\r\n" : "\r\nConnection: close\r\n\r\n";
     append_number(h, status);
@@ -1295,25 +1370,25 @@ class session : public std::enable_shared_from_this<session> {
     status_ = d.status;
     auto& h = head_;
     h.clear();
-    h += "HTTP/1.1 ";
+    h += "HTTP/1.1 "sv;
     append_number(h, d.status);
     h += ' ';
     h += status_text(d.status);
-    h += "\r\n";
+    h += "\r\n"sv;
     bool no_body = d.status < 200 || d.status == 204 || d.status == 304;
     if (!no_body) {
       if (!d.content_type.empty()) {
-        h += "Content-Type: ";
+        h += "Content-Type: "sv;
         h += d.content_type;
-        h += "\r\n";
+        h += "\r\n"sv;
       }
-      h += "Content-Length: ";
+      h += "Content-Length: "sv;
       append_number(h, d.body.size());
-      h += "\r\n";
+      h += "\r\n"sv;
     }
-    if (!keep_alive_) h += "Connection: close\r\n";
-    else if (req_->get().version() == 10) h += "Connection: keep-alive\r\n";
-    h += "\r\n";
+    if (!keep_alive_) h += "Connection: close\r\n"sv;
+    else if (req_->get().version() == 10) h += "Connection: keep-alive\r\n"sv;
+    h += "\r\n"sv;
     bool send_body = !no_body && req_->get().method() != bhttp::verb::head;
     bytes_sent_ = send_body ? d.body.size() : 0;
     std::array<asio::const_buffer, 2> bufs{asio::buffer(h),

@@ -173,7 +173,12 @@ class HostileTest(h.SluiceTestCase):
                     except (BrokenPipeError, ConnectionResetError):
                         pass
                     data = c.wait_closed()
-                    if data:
+                    if data and p.startswith(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"):
+                        # Served as HTTP/2 (prior knowledge): a bad frame after the preface
+                        # gets SETTINGS, then GOAWAY (frame type 7), then the close.
+                        self.assertEqual(data[3], 0x04, data[:100])
+                        self.assertIn(b"\x07\x00\x00\x00\x00\x00", data, data[:100])
+                    elif data:
                         m = re.match(rb"HTTP/1\.[01] (\d{3}) ", data)
                         self.assertTrue(m, f"payload {i}: unexpected answer {data[:100]!r}")
                         self.assertIn(int(m.group(1)), (400, 405, 414, 431, 501, 505), data[:100])

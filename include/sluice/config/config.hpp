@@ -175,11 +175,23 @@ struct tcp_options {
   enum class limit_action { refuse, queue };
   limit_action on_limit = limit_action::refuse;  ///< over a limit: close at once, or wait
   duration queue_timeout = 1s;       ///< longest wait for a slot with on_limit: queue
-  enum class relay_mode { splice, buffer };
-  relay_mode relay = relay_mode::splice;  ///< splice(2) through a pipe, or copy through a buffer
+  /// splice(2) through a pipe, copy through a buffer, or buffer first and splice a direction
+  /// once it has moved enough bytes (auto)
+  enum class relay_mode { splice, buffer, automatic };
+  relay_mode relay = relay_mode::automatic;
   std::uint32_t buffer_size = 65536;     ///< bytes in flight per direction (pipe or buffer size)
   proxy_protocol proxy;
   std::vector<sni_route> sni_routes;     ///< empty: no ClientHello inspection
+};
+
+/// HTTP/2 on an http listener (h2c with prior knowledge, gRPC): limits per downstream connection.
+struct http2_options {
+  std::uint32_t max_concurrent_streams = 100;   ///< SETTINGS_MAX_CONCURRENT_STREAMS
+  std::uint32_t max_header_list_size = 65536;   ///< decoded header bytes per block; more → stream reset
+  std::uint32_t stream_window = 262144;         ///< receive window per stream: bytes buffered per stream
+  std::uint32_t reset_burst = 1000;  ///< rapid reset: RST_STREAM budget (token bucket burst) ...
+  std::uint32_t reset_rate = 33;     ///< ... refilled per second; exhausted → GOAWAY(ENHANCE_YOUR_CALM)
+  duration max_connection_age = 0ms; ///< then a graceful GOAWAY; 0 = unlimited
 };
 
 struct listener {
@@ -191,6 +203,7 @@ struct listener {
   tcp_options tcp;            ///< tcp only
   listener_timeouts timeouts;
   listener_limits limits;
+  http2_options http2;     ///< http only
   bool forwarded = false;  ///< also add an RFC 7239 Forwarded header
 };
 

@@ -1,0 +1,141 @@
+// sluice-hello-server: the Hello gRPC service (and grpc.health.v1.Health) for demos and tests.
+//   sluice-hello-server [--listen 127.0.0.1:0] [--id NAME] [--not-serving]
+// Prints "listening HOST:PORT" first on stdout. SIGUSR1 flips health to NOT_SERVING, SIGUSR2
+// back to SERVING; SIGTERM/SIGINT stop it.
+#include <csignal>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include "hello.grpc.pb.h"
+
+namespace {
+
+std::string server_id = "hello";
+
+void pause_ms(int ms) {
+  if (ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(std::min(ms, 600000)));
+}
+
+std::string greeting(const std::string& name) {
+  return "Hello, " + name + "! from " + server_id;
+}
+
+class hello_service final : public hello::Hello::Service {
+  grpc::Status SayHello(grpc::ServerContext*, const hello::HelloRequest* req,
+                        hello::HelloResponse* resp) override {
+    pause_ms(req->delay_ms());
+    resp->set_message(greeting(req->name()));
+    resp->set_server_id(server_id);
+    return grpc::Status::OK;
+  }
+};
+
+class stream_service final : public hello::HelloStream::Service {
+  grpc::Status ServerStream(grpc::ServerContext* ctx, const hello::HelloRequest* req,
+                            grpc::ServerWriter<hello::HelloResponse>* w) override {
+    for (int i = 0; i < req->count(); ++i) {
+      if (ctx->IsCancelled()) return grpc::Status::CANCELLED;
+      pause_ms(req->delay_ms());
+      hello::HelloResponse r;
+      r.set_message(greeting(req->name()));
+      r.set_server_id(server_id);
+      r.set_seq(i);
+      if (!w->Write(r)) break;
+    }
+    return grpc::Status::OK;
+  }
+
+  grpc::Status ClientStream(grpc::ServerContext*, grpc::ServerReader<hello::HelloRequest>* r,
+                            hello::HelloResponse* resp) override {
+    hello::HelloRequest req;
+    std::string names;
+    int n = 0;
+    while (r->Read(&req)) {
+      if (n++) names += ",";
+      names += req.name();
+    }
+    resp->set_message(greeting(names));
+    resp->set_server_id(server_id);
+    resp->set_seq(n);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status Bidi(grpc::ServerContext*,
+                    grpc::ServerReaderWriter<hello::HelloResponse, hello::HelloRequest>* s) override {
+    hello::HelloRequest req;
+    int i = 0;
+    while (s->Read(&req)) {
+      pause_ms(req.delay_ms());
+      hello::HelloResponse r;
+      r.set_message(greeting(req.name()));
+      r.set_server_id(server_id);
+      r.set_seq(i++);
+      if (!s->Write(r)) break;
+    }
+    return grpc::Status::OK;
+  }
+};
+
+int usage() {
+  std::cerr << "usage: sluice-hello-server [--listen HOST:PORT] [--id NAME] [--not-serving]\n";
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string listen = "127.0.0.1:0";
+  bool serving = true;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--listen" && i + 1 < argc) listen = argv[++i];
+    else if (a == "--id" && i + 1 < argc) server_id = argv[++i];
+    else if (a == "--not-serving") serving = false;
+    else return usage();
+  }
+  // Signals are taken by one thread with sigwait; block them everywhere else first.
+  sigset_t set;
+  sigemptyset(&set);
+  for (int s : {SIGINT, SIGTERM, SIGUSR1, SIGUSR2}) sigaddset(&set, s);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  hello_service hello;
+  stream_service streams;
+  int port = 0;
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&hello);
+  builder.RegisterService(&streams);
+  auto server = builder.BuildAndStart();
+  if (!server || port == 0) {
+    std::cerr << "sluice-hello-server: cannot listen on " << listen << "\n";
+    return 1;
+  }
+  auto* health = server->GetHealthCheckService();
+  health->SetServingStatus(serving);
+  auto host = listen.substr(0, listen.rfind(':'));
+  std::cout << "listening " << host << ":" << port << std::endl;
+
+  std::thread waiter([&] {
+    for (;;) {
+      int sig = 0;
+      sigwait(&set, &sig);
+      if (sig == SIGUSR1) health->SetServingStatus(false);
+      else if (sig == SIGUSR2) health->SetServingStatus(true);
+      else break;
+    }
+    server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  });
+  server->Wait();
+  waiter.join();
+  return 0;
+}
