@@ -362,6 +362,7 @@ void diff_health(recorder& r, const health_check& a, const health_check& b) {
   r.field("health.unhealthy", a.unhealthy, b.unhealthy);
   r.field("health.jitter", a.jitter, b.jitter);
   r.field("health.jitter_fraction", a.jitter_fraction, b.jitter_fraction);
+  if (b.type == health_check::kind::grpc) r.field("health.service", a.service, b.service);
   if (b.type != health_check::kind::http) return;
   r.field("health.method", a.method, b.method);
   r.field("health.path", a.path, b.path);

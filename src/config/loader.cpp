@@ -1043,6 +1043,10 @@ class reader {
     if (auto* f = m.get("max_connections_per_backend"))
       if (auto v = read_uint(ctx_, *f, 0, 10'000'000)) out.max_connections_per_backend = *v;
     if (auto* f = m.get("outlier")) read_outlier(*f, out.outlier);
+    // Discovered instances can die without deregistering (their key lives until the lease
+    // expires): eject them on failed requests unless the file says otherwise, the way nginx's
+    // max_fails is on by default.
+    else if (out.discovery) out.outlier.enabled = true;
     if (auto* f = m.get("slow_start"))
       if (auto d = read_duration(ctx_, *f, true)) out.slow_start = *d;
     if (auto* f = m.get("panic")) {
@@ -1176,7 +1180,8 @@ class reader {
   void read_health(const field& f, cluster& out, bool protocol_ok) {
     static constexpr std::string_view keys[] = {
         "type",   "interval", "unhealthy_interval", "timeout",       "healthy",    "unhealthy",
-        "jitter", "method",   "path",               "host",          "expect_status", "expect_body"};
+        "jitter", "method",   "path",               "host",          "expect_status", "expect_body",
+        "service"};
     map_view m(ctx_, f.value, f.path, keys);
     if (!m.valid()) return;
     health_check& h = out.health;
@@ -1241,6 +1246,11 @@ class reader {
         else
           h.host = *s;
       }
+    }
+    if (auto* x = m.get("service")) {
+      if (type_ok && h.type != health_check::kind::grpc)
+        ctx_.error(x->key.Mark(), x->path, "'service' is only used by type grpc");
+      if (auto s = read_string(ctx_, *x, true)) h.service = *s;
     }
     if (auto* x = m.get("expect_status")) read_expect_status(*x, h);
     if (auto* x = m.get("expect_body")) {
@@ -1332,11 +1342,13 @@ class reader {
   }
 
   void read_outlier(const field& f, outlier_detection& o) {
-    static constexpr std::string_view keys[] = {"consecutive",   "count",        "base_ejection",
-                                                "max_ejection",  "max_ejection_percent"};
+    static constexpr std::string_view keys[] = {"enabled",      "consecutive",  "count",
+                                                "base_ejection", "max_ejection", "max_ejection_percent"};
     map_view m(ctx_, f.value, f.path, keys);
     if (!m.valid()) return;
     o.enabled = true;
+    if (auto* x = m.get("enabled"))
+      if (auto b = read_bool(ctx_, *x)) o.enabled = *b;
     if (auto* x = m.get("consecutive"))
       if (auto v = read_uint(ctx_, *x, 1, 1000)) o.consecutive = static_cast<std::uint32_t>(*v);
     if (auto* x = m.get("count")) {

@@ -11,6 +11,8 @@ const char* to_string(check_code c) noexcept {
     case check_code::bad_status: return "bad_status";
     case check_code::bad_body: return "bad_body";
     case check_code::protocol_error: return "protocol_error";
+    case check_code::grpc_status: return "grpc_status";
+    case check_code::not_serving: return "not_serving";
   }
   return "unknown";
 }

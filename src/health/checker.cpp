@@ -130,8 +130,8 @@ std::unique_ptr<checker> make_checker(const config::health_check& cfg) {
   switch (cfg.type) {
     case config::health_check::kind::tcp: return make_tcp_checker();
     case config::health_check::kind::http: return make_http_checker(cfg);
-    case config::health_check::kind::none:
-    case config::health_check::kind::grpc: break;  // grpc: needs the upstream HTTP/2 client
+    case config::health_check::kind::grpc: return make_grpc_checker(cfg);
+    case config::health_check::kind::none: break;
   }
   return nullptr;
 }

@@ -1,4 +1,4 @@
-// Active health checkers: one probe of one backend (tcp connect, http request), no state kept. Internal header: Asio.
+// Active health checkers: one probe of one backend (tcp connect, http request, grpc health), no state kept. Internal header: Asio.
 #pragma once
 
 #include <chrono>
@@ -22,8 +22,8 @@ struct check_result {
 };
 
 /// One probe of a backend. Implementations keep no state between probes, so one checker
-/// serves every backend of a cluster, and a new kind of check (gRPC's grpc.health.v1 over the
-/// upstream HTTP/2 client) plugs in as one more implementation.
+/// serves every backend of a cluster, and a new kind of check plugs in as one more
+/// implementation (tcp, http, and grpc.health.v1 over the sans-I/O HTTP/2 client session).
 /// Contract: the probe runs on the awaiting coroutine's executor, never throws, and completes
 /// within about `timeout` whatever the backend does (connect, send and answer all count).
 class checker {
@@ -41,8 +41,12 @@ std::unique_ptr<checker> make_tcp_checker();
 /// 64 KiB of the body contain it. Without expect_body the body is not read.
 std::unique_ptr<checker> make_http_checker(const config::health_check& cfg);
 
-/// The checker for cfg.type; nullptr for `none` and for `grpc` (not available yet: the cluster
-/// then runs without active checks).
+/// grpc.health.v1.Health/Check over HTTP/2 with prior knowledge (h2c), one connection per
+/// probe, with HealthCheckRequest.service = cfg.service. Passes on HTTP 200, grpc-status 0 and
+/// status SERVING; the failure detail names the cause ("not_serving", "grpc_status_12", ...).
+std::unique_ptr<checker> make_grpc_checker(const config::health_check& cfg);
+
+/// The checker for cfg.type; nullptr for `none`.
 std::unique_ptr<checker> make_checker(const config::health_check& cfg);
 
 /// True when `status` lies in one of `ranges`.

@@ -53,11 +53,14 @@ struct health_check {
   std::string host;              ///< http only: Host header; empty = the backend's address
   std::vector<status_range> expect_status{status_range{}};  ///< http only; default 200-399
   std::string expect_body;       ///< http only: substring the body must contain; empty = any
+  std::string service;           ///< grpc only: HealthCheckRequest.service; empty = the server
 };
 
 /// Passive health (outlier ejection) fed by real traffic.
 struct outlier_detection {
-  bool enabled = false;            ///< true when the `outlier` section is present
+  /// On when the `outlier` section is present (unless `enabled: false`), and by default for
+  /// clusters with discovery.
+  bool enabled = false;
   std::uint32_t consecutive = 5;   ///< failures in a row that eject a backend
   /// Which request outcomes count as failures: bits of core::outcome
   /// (1 connect_failure, 2 reset, 3 timeout, 4 http_5xx); default connect_failure|reset|timeout.

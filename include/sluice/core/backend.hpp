@@ -31,6 +31,8 @@ enum class check_code : std::uint8_t {
   bad_status,      ///< HTTP status not in expect_status
   bad_body,        ///< expect_body not found in the response body
   protocol_error,  ///< unparsable answer, connection closed early, body too large
+  grpc_status,     ///< grpc health check: grpc-status other than 0 (OK)
+  not_serving,     ///< grpc health check: status other than SERVING
 };
 const char* to_string(check_code c) noexcept;
 

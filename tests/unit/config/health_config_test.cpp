@@ -175,3 +175,32 @@ TEST_CASE("outlier, slow_start and panic errors", "[config][health]") {
         "test.yaml:6:12: clusters[0].panic: expected one of fail or spread, got 'open'");
   CHECK(load_cluster("    slow_start: 0s\n").slow_start == 0ms);
 }
+
+TEST_CASE("passive health is on by default for discovered clusters only", "[config][health]") {
+  const std::string base = R"(
+listeners:
+  - { name: web, address: 127.0.0.1:0, routes: [ { cluster: a }, { match: { path_prefix: /b }, cluster: b } ] }
+clusters:
+  - { name: a, endpoints: [ 127.0.0.1:8001 ] }
+  - name: b
+    discovery: { etcd: { endpoints: [ 127.0.0.1:2379 ] } }
+)";
+  auto r = sluice::config::load_string(base, "t.yaml");
+  REQUIRE(r.errors.empty());
+  CHECK_FALSE(r.value->clusters[0].outlier.enabled);
+  CHECK(r.value->clusters[1].outlier.enabled);
+
+  auto off = sluice::config::load_string(base + "    outlier: { enabled: false }\n", "t.yaml");
+  REQUIRE(off.errors.empty());
+  CHECK_FALSE(off.value->clusters[1].outlier.enabled);
+}
+
+TEST_CASE("grpc health check service", "[config][health]") {
+  auto c = load_cluster("    protocol: h2c\n    health: { type: grpc, service: hello.Greeter }\n");
+  CHECK(c.health.type == cfg::health_check::kind::grpc);
+  CHECK(c.health.service == "hello.Greeter");
+  CHECK(load_cluster("    protocol: h2c\n    health: { type: grpc, service: '' }\n").health.service.empty());
+  CHECK(load_cluster("    protocol: h2c\n    health: { type: grpc }\n").health.service.empty());
+  CHECK(error_of(with_cluster("    health: { type: tcp, service: x }\n")) ==
+        "test.yaml:6:26: clusters[0].health.service: 'service' is only used by type grpc");
+}
