@@ -116,6 +116,24 @@ std::string_view find_cookie(std::string_view header, std::string_view name) {
                                << " (cluster " << cluster << ")");
 }
 
+// The hop-by-hop headers of RFC 9110 §7.6.1 (plus Keep-Alive and Proxy-Connection), by Beast's
+// field code: the same list as `is_hop_by_hop`, without a string compare per field. Headers
+// named in Connection are handled where the Connection value is read.
+constexpr bool hop_by_hop(bhttp::field f) noexcept {
+  switch (f) {
+    case bhttp::field::connection:
+    case bhttp::field::keep_alive:
+    case bhttp::field::proxy_connection:
+    case bhttp::field::te:
+    case bhttp::field::trailer:
+    case bhttp::field::transfer_encoding:
+    case bhttp::field::upgrade:
+      return true;
+    default:
+      return false;
+  }
+}
+
 [[gnu::noinline, gnu::cold]] void log_http1_to_h2(const std::string& cluster) {
   SLUICE_LOG(warn, "HTTP/1.1 request routed to HTTP/2 cluster " << cluster
                        << ": not supported yet, answered 502 (use HTTP/2 or gRPC clients)");
@@ -624,16 +642,10 @@ class session : public std::enable_shared_from_this<session> {
     for (const auto& f : req) {
       std::string_view name(f.name_string().data(), f.name_string().size());
       std::string_view value(f.value().data(), f.value().size());
+      if (hop_by_hop(f.name())) continue;
       switch (f.name()) {
-        case bhttp::field::connection:
-        case bhttp::field::keep_alive:
-        case bhttp::field::proxy_connection:
-        case bhttp::field::te:
-        case bhttp::field::trailer:
-        case bhttp::field::transfer_encoding:
-        case bhttp::field::upgrade:
-        case bhttp::field::content_length:
-        case bhttp::field::expect:
+        case bhttp::field::content_length:  // re-framed by sluice
+        case bhttp::field::expect:          // 100-continue is answered by sluice
           continue;
         case bhttp::field::host:
           host = value;
@@ -1056,15 +1068,8 @@ class session : public std::enable_shared_from_this<session> {
     for (const auto& f : res) {
       std::string_view name(f.name_string().data(), f.name_string().size());
       std::string_view value(f.value().data(), f.value().size());
+      if (hop_by_hop(f.name())) continue;
       switch (f.name()) {
-        case bhttp::field::connection:
-        case bhttp::field::keep_alive:
-        case bhttp::field::proxy_connection:
-        case bhttp::field::te:
-        case bhttp::field::trailer:
-        case bhttp::field::transfer_encoding:
-        case bhttp::field::upgrade:
-          continue;
         case bhttp::field::content_length:
           // Relayed as-is when there is no body to frame (HEAD, 304): it describes the entity.
           if (in != framing::none) continue;
