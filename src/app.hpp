@@ -12,7 +12,13 @@ namespace sluice::app {
 /// Returns one message per problem (empty when the config can run).
 std::vector<std::string> preflight(const config::config& cfg);
 
+struct run_options {
+  /// Take the listening sockets over from the process running with the same upgrade_socket
+  /// (binary upgrade) instead of binding them; it drains once this one listens.
+  bool upgrade = false;
+};
+
 /// Runs sluice until it is told to stop and has drained. Returns the process exit status.
-int run(const config::config& cfg);
+int run(const config::config& cfg, const run_options& opts = {});
 
 }  // namespace sluice::app

@@ -21,7 +21,7 @@ constexpr const char* default_config = "/etc/sluice/sluice.yaml";
 void usage(std::FILE* out) {
   std::fprintf(out,
                "usage: sluice [-c FILE] [-t] [--diff OTHER | --diff-admin URL [--admin-token TOKEN]]\n"
-               "              [--version] [--help]\n"
+               "              [--upgrade] [--version] [--help]\n"
                "       sluice register --etcd HOST:PORT[,...] --prefix /nodes/ --address HOST:PORT [--ttl 5]\n"
                "\n"
                "  -c, --config FILE  configuration file (default %s)\n"
@@ -33,6 +33,8 @@ void usage(std::FILE* out) {
                "                     (http://HOST:PORT), from its GET /status (implies -t)\n"
                "  --admin-token TOKEN  bearer token for --diff-admin (default: $SLUICE_ADMIN_TOKEN,\n"
                "                     else FILE's admin.token)\n"
+               "  --upgrade          take the listening sockets over from the sluice running with\n"
+               "                     FILE's upgrade_socket, which then drains (binary upgrade)\n"
                "  -v, --version      print the version and exit\n"
                "  -h, --help         print this help and exit\n"
                "\n"
@@ -90,6 +92,7 @@ int main(int argc, char** argv) {
     return sluice::discovery::run_register(argc - 1, argv + 1);
   std::string config_path = default_config;
   bool test_only = false;
+  bool upgrade = false;
   std::string diff_file, diff_admin, admin_token;
   for (int i = 1; i < argc; ++i) {
     std::string_view arg = argv[i];
@@ -110,6 +113,8 @@ int main(int argc, char** argv) {
       }
       (arg == "--diff" ? diff_file : arg == "--diff-admin" ? diff_admin : admin_token) = argv[++i];
       if (arg != "--admin-token") test_only = true;
+    } else if (arg == "--upgrade") {
+      upgrade = true;
     } else if (arg == "-v" || arg == "--version") {
       std::printf("sluice %s\n", SLUICE_VERSION);
       return 0;
@@ -124,6 +129,10 @@ int main(int argc, char** argv) {
   }
   if (!diff_file.empty() && !diff_admin.empty()) {
     std::fprintf(stderr, "sluice: --diff and --diff-admin do not go together\n");
+    return 2;
+  }
+  if (upgrade && test_only) {
+    std::fprintf(stderr, "sluice: --upgrade does not go with -t or --diff\n");
     return 2;
   }
   if (!admin_token.empty() && diff_admin.empty()) {
@@ -150,6 +159,12 @@ int main(int argc, char** argv) {
       return print_diff(*loaded.value, diff_file, diff_admin, admin_token);
     return 0;
   }
+  if (upgrade && loaded.value->upgrade_socket.empty()) {
+    std::fprintf(stderr, "sluice: --upgrade needs upgrade_socket in %s\n", config_path.c_str());
+    return 1;
+  }
   std::signal(SIGPIPE, SIG_IGN);
-  return sluice::app::run(*loaded.value);
+  sluice::app::run_options opts;
+  opts.upgrade = upgrade;
+  return sluice::app::run(*loaded.value, opts);
 }

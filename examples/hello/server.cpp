@@ -1,12 +1,16 @@
 // sluice-hello-server: the Hello gRPC service (and grpc.health.v1.Health) for demos and tests.
 //   sluice-hello-server [--listen 127.0.0.1:0] [--id NAME] [--not-serving]
+//                       [--tls-cert FILE --tls-key FILE]
+// With --tls-cert/--tls-key it serves gRPC over TLS (HTTP/2 with ALPN h2) instead of h2c.
 // Prints "listening HOST:PORT" first on stdout. SIGUSR1 flips health to NOT_SERVING, SIGUSR2
 // back to SERVING; SIGTERM/SIGINT stop it.
 #include <csignal>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <iostream>
+#include <sstream>
 #include <memory>
 #include <string>
 #include <thread>
@@ -85,8 +89,18 @@ class stream_service final : public hello::HelloStream::Service {
 };
 
 int usage() {
-  std::cerr << "usage: sluice-hello-server [--listen HOST:PORT] [--id NAME] [--not-serving]\n";
+  std::cerr << "usage: sluice-hello-server [--listen HOST:PORT] [--id NAME] [--not-serving]\n"
+               "                           [--tls-cert FILE --tls-key FILE]\n";
   return 2;
+}
+
+bool read_file(const std::string& path, std::string& out) {
+  std::ifstream in(path);
+  if (!in) return false;
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  out = ss.str();
+  return true;
 }
 
 }  // namespace
@@ -94,25 +108,41 @@ int usage() {
 int main(int argc, char** argv) {
   std::string listen = "127.0.0.1:0";
   bool serving = true;
+  std::string tls_cert, tls_key;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--listen" && i + 1 < argc) listen = argv[++i];
     else if (a == "--id" && i + 1 < argc) server_id = argv[++i];
     else if (a == "--not-serving") serving = false;
+    else if (a == "--tls-cert" && i + 1 < argc) tls_cert = argv[++i];
+    else if (a == "--tls-key" && i + 1 < argc) tls_key = argv[++i];
     else return usage();
   }
-  // Signals are taken by one thread with sigwait; block them everywhere else first.
+  if (tls_cert.empty() != tls_key.empty()) return usage();
+  // Signals are taken by one thread with sigwait; block them everywhere else first (before
+  // anything of gRPC's runs: making credentials may already start its threads).
   sigset_t set;
   sigemptyset(&set);
   for (int s : {SIGINT, SIGTERM, SIGUSR1, SIGUSR2}) sigaddset(&set, s);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
+  if (!tls_cert.empty()) {
+    grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+    if (!read_file(tls_cert, pair.cert_chain) || !read_file(tls_key, pair.private_key)) {
+      std::cerr << "sluice-hello-server: cannot read " << tls_cert << " or " << tls_key << "\n";
+      return 1;
+    }
+    grpc::SslServerCredentialsOptions opts;
+    opts.pem_key_cert_pairs.push_back(std::move(pair));
+    creds = grpc::SslServerCredentials(opts);
+  }
 
   grpc::EnableDefaultHealthCheckService(true);
   hello_service hello;
   stream_service streams;
   int port = 0;
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(listen, creds, &port);
   builder.RegisterService(&hello);
   builder.RegisterService(&streams);
   auto server = builder.BuildAndStart();

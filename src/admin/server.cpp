@@ -2,12 +2,16 @@
 
 #include <atomic>
 #include <chrono>
+#include <cerrno>
 #include <cstring>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <system_error>
 #include <unordered_set>
+
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -254,7 +258,17 @@ struct server::impl : std::enable_shared_from_this<impl> {
     }
     if (path == "/reload") {
       if (!post) return not_allowed("POST", req);
-      return error_json(501, "configuration reload is not supported yet", req);
+      if (!opts_.reload) return error_json(501, "configuration reload is not available", req);
+      const auto r = opts_.reload();
+      boost::json::object o;
+      o["ok"] = r.ok;
+      o["version"] = r.version;
+      boost::json::array errors, changes;
+      for (const auto& e : r.errors) errors.emplace_back(e);
+      for (const auto& c : r.changes) changes.emplace_back(c);
+      o["errors"] = std::move(errors);
+      o["changes"] = std::move(changes);
+      return json_response(r.ok ? 200 : 422, o, req);
     }
     const auto parts = split_path(path);
     if (parts.size() == 4 && parts[0] == "backends" &&
@@ -297,6 +311,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
     in.clusters = opts_.clusters;
     in.metrics = opts_.metrics.get();
     in.listener_ports = ports_;
+    in.listener_slots = opts_.listener_slots;
     in.draining = draining_.load(std::memory_order_relaxed);
     in.started = started_;
     return status(in);
@@ -307,6 +322,15 @@ server::server(asio::io_context& control, server_options opts)
     : impl_(std::make_shared<impl>(control, std::move(opts))) {}
 
 server::~server() { stop(); }
+
+void server::reconfigure(const config::config* cfg,
+                         std::vector<std::shared_ptr<pool::cluster>> clusters,
+                         std::vector<std::size_t> listener_slots) {
+  impl_->opts_.cfg = cfg;
+  impl_->opts_.clusters = std::move(clusters);
+  impl_->opts_.listener_slots = std::move(listener_slots);
+  impl_->ports_.assign(cfg ? cfg->listeners.size() : 0, 0);
+}
 
 std::uint16_t server::start() {
   if (!impl_->opts_.cfg) throw std::invalid_argument("admin: no configuration");
@@ -333,6 +357,29 @@ std::uint16_t server::start() {
   return port;
 }
 
+std::uint16_t server::start_inherited(int fd) {
+  auto& a = impl_->acceptor_;
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  boost::system::error_code ec;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0)
+    ec.assign(errno, boost::system::system_category());
+  else
+    a.assign(ss.ss_family == AF_INET6 ? tcp::v6() : tcp::v4(), fd, ec);
+  if (ec) {
+    ::close(fd);
+    throw std::system_error(ec.value(), std::generic_category(), "admin listener (inherited)");
+  }
+  const auto port = a.local_endpoint().port();
+  asio::co_spawn(impl_->io_, impl_->accept_loop(), asio::detached);
+  return port;
+}
+
+int server::listening_fd() const noexcept {
+  return impl_ && !impl_->stopped_ && impl_->acceptor_.is_open() ? impl_->acceptor_.native_handle()
+                                                                 : -1;
+}
+
 void server::set_draining() noexcept { impl_->draining_.store(true, std::memory_order_relaxed); }
 
 void server::set_listener_port(std::size_t listener, std::uint16_t port) {
@@ -343,7 +390,10 @@ void server::stop() {
   if (!impl_ || impl_->stopped_) return;
   impl_->stopped_ = true;
   boost::system::error_code ignored;
-  impl_->acceptor_.close(ignored);
+  // Out of epoll explicitly, then closed: after a binary upgrade the successor holds the same
+  // listening socket, and a plain close would leave it registered here.
+  const int fd = impl_->acceptor_.is_open() ? impl_->acceptor_.release(ignored) : -1;
+  if (fd >= 0) ::close(fd);
   for (auto* s : impl_->open_) s->socket().close(ignored);
 }
 

@@ -3,6 +3,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <string>
 #include <memory>
 #include <vector>
 
@@ -14,10 +16,21 @@
 
 namespace sluice::admin {
 
+/// What a configuration reload did (POST /reload answers it as JSON).
+struct reload_result {
+  bool ok = false;
+  std::uint64_t version = 0;          ///< configuration version now serving
+  std::vector<std::string> errors;    ///< why the new file was rejected
+  std::vector<std::string> changes;   ///< what changed (config::change::to_string lines)
+};
+
 struct server_options {
-  const config::config* cfg = nullptr;  ///< must outlive the server; admin.address is used
+  const config::config* cfg = nullptr;  ///< must outlive the server (or the next reconfigure)
   std::vector<std::shared_ptr<pool::cluster>> clusters;  ///< config order
   std::shared_ptr<metrics::registry> metrics;            ///< null: /metrics answers 503
+  std::vector<std::size_t> listener_slots;  ///< metrics slot per listener; empty: position
+  /// POST /reload; runs on the control thread. Empty: 501.
+  std::function<reload_result()> reload;
 };
 
 /// HTTP/1.1 (Beast) on the control io_context: one coroutine per admin connection, keep-alive,
@@ -29,7 +42,7 @@ struct server_options {
 ///   GET  /ready             200 while serving, 503 once draining
 ///   GET  /live              200 while the control thread runs
 ///   POST /backends/CLUSTER/ADDRESS/drain | /undrain
-///   POST /reload            501 until configuration reload exists
+///   POST /reload            reload the configuration file (200 applied, 422 rejected)
 /// With admin.token set every endpoint except /, /ready and /live needs
 /// `Authorization: Bearer TOKEN`. A POST carrying an Origin header that is not this listener's
 /// own origin is refused (403), so a web page elsewhere cannot drain backends.
@@ -50,8 +63,18 @@ class server {
   void set_draining() noexcept;
   /// The port a listener (config index) is bound to, shown in /status. Call before run().
   void set_listener_port(std::size_t listener, std::uint16_t port);
+  /// After a configuration reload (control thread): the configuration, clusters and listener
+  /// slots /status shows from now on; listener ports are reset (set them again). The admin
+  /// address itself is not re-bound.
+  void reconfigure(const config::config* cfg, std::vector<std::shared_ptr<pool::cluster>> clusters,
+                   std::vector<std::size_t> listener_slots);
   /// Closes the acceptor and every open admin connection (idempotent).
   void stop();
+  /// Like start(), on a listening socket inherited from the previous process (binary upgrade)
+  /// instead of binding admin.address; owns `fd` from the call on. Throws std::system_error.
+  std::uint16_t start_inherited(int fd);
+  /// The listening socket while accepting, else -1 (handed to a successor on upgrade).
+  int listening_fd() const noexcept;
 
  private:
   struct impl;

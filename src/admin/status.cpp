@@ -81,6 +81,7 @@ json::object listener_json(const config::listener& l, std::size_t index,
     }
     o["routes"] = std::move(routes);
   }
+  if (index < in.listener_slots.size()) index = in.listener_slots[index];
   if (in.metrics && index < in.metrics->shape().listeners.size()) {
     const auto t = in.metrics->listener(index);
     o["connections_active"] = t.active;
@@ -140,6 +141,7 @@ json::object backend_json(const core::backend& b, bool ready, const status_input
 }
 
 json::object cluster_json(const pool::cluster& c, std::size_t index, const status_inputs& in) {
+  if (c.metrics_slot() != pool::cluster::no_slot) index = c.metrics_slot();
   const auto& cfg = c.config();
   const auto snap = c.current();
   json::object o;
@@ -240,7 +242,8 @@ metrics::backend_enumerator backend_enumerator(
       for (const auto& b : snap->backends) {
         if (!b) continue;
         const bool ready = std::binary_search(ready_set.begin(), ready_set.end(), b.get());
-        visit({i, b.get(), ready});
+        const auto slot = clusters[i]->metrics_slot();
+        visit({slot == pool::cluster::no_slot ? i : slot, b.get(), ready});
       }
     }
   };

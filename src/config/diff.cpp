@@ -220,6 +220,8 @@ void diff_routes(recorder& rec, const std::vector<route>& a, const std::vector<r
       continue;
     }
     common_b.push_back(key);
+    if (ra->name != rb->name)
+      rec.changed("route " + key + ": name: " + show(ra->name) + " -> " + show(rb->name));
     if (route_target(*ra) != route_target(*rb)) {
       rec.changed("route " + key + ": " + route_target(*ra) + " -> " + route_target(*rb));
     } else if (ra->direct && rb->direct && ra->direct->content_type != rb->direct->content_type) {
@@ -265,6 +267,28 @@ std::string listener_summary(const listener& l) {
   return s;
 }
 
+// The tls block as one line (certificate paths, names and options; file contents are not
+// compared: a reload reads them again anyway).
+std::string tls_text(const std::optional<tls_options>& t) {
+  if (!t) return "off";
+  std::string s;
+  for (const auto& c : t->certificates) {
+    s += (s.empty() ? "" : ", ") + c.cert + "+" + c.key;
+    if (!c.server_names.empty()) {
+      s += " [";
+      for (std::size_t i = 0; i < c.server_names.size(); ++i)
+        s += (i ? " " : "") + c.server_names[i];
+      s += "]";
+    }
+  }
+  s += "; alpn";
+  for (const auto& a : t->alpn) s += " " + a;
+  s += t->min_version == tls_options::version::tls1_3 ? "; min 1.3" : "; min 1.2";
+  if (!t->ciphers.empty()) s += "; ciphers " + t->ciphers;
+  s += "; handshake_timeout " + format_duration(t->handshake_timeout);
+  return s;
+}
+
 void diff_listener(std::vector<change>& out, const listener& a, const listener& b) {
   recorder r(out, "listener " + b.name);
   r.field("address", a.address, b.address);
@@ -272,6 +296,14 @@ void diff_listener(std::vector<change>& out, const listener& a, const listener& 
   r.field("cluster", a.cluster, b.cluster);
   diff_routes(r, a.routes, b.routes);
   r.field("forwarded", a.forwarded, b.forwarded);
+  if (const auto x = tls_text(a.tls), y = tls_text(b.tls); x != y) r.changed("tls: " + x + " -> " + y);
+  r.field("http2.max_concurrent_streams", a.http2.max_concurrent_streams,
+          b.http2.max_concurrent_streams);
+  r.field("http2.max_header_list_size", a.http2.max_header_list_size, b.http2.max_header_list_size);
+  r.field("http2.stream_window", a.http2.stream_window, b.http2.stream_window);
+  r.field("http2.reset_burst", a.http2.reset_burst, b.http2.reset_burst);
+  r.field("http2.reset_rate", a.http2.reset_rate, b.http2.reset_rate);
+  r.field("http2.max_connection_age", a.http2.max_connection_age, b.http2.max_connection_age);
   r.field("timeouts.header", a.timeouts.header, b.timeouts.header);
   r.field("timeouts.idle", a.timeouts.idle, b.timeouts.idle);
   r.field("timeouts.body", a.timeouts.body, b.timeouts.body);
@@ -402,6 +434,13 @@ void diff_cluster(std::vector<change>& out, const cluster& a, const cluster& b,
   r.field("max_tries", a.max_tries, b.max_tries);
   r.field("max_connections_per_backend", a.max_connections_per_backend,
           b.max_connections_per_backend);
+  if (a.tls && b.tls) {
+    r.field("tls.ca", a.tls->ca, b.tls->ca);
+    r.field("tls.server_name", a.tls->server_name, b.tls->server_name);
+    r.field("tls.verify", a.tls->verify, b.tls->verify);
+    r.field("tls.cert", a.tls->cert, b.tls->cert);
+    r.field("tls.key", a.tls->key, b.tls->key);
+  }
 }
 
 // Objects matched by name: changed and added ones in `b`'s order, removed ones after.
@@ -465,6 +504,7 @@ std::vector<change> diff(const config& from, const config& to, const diff_option
   if (from.workers != to.workers)
     top.changed("workers: " + show_workers(from.workers) + " -> " + show_workers(to.workers));
   top.field("drain_timeout", from.drain_timeout, to.drain_timeout);
+  top.field("upgrade_socket", from.upgrade_socket, to.upgrade_socket);
   top.field("admin.address", from.admin.address, to.admin.address);
   top.secret("admin.token", from.admin.token, to.admin.token);
   top.field("metrics.enabled", from.metrics.enabled, to.metrics.enabled);

@@ -6,6 +6,8 @@
 #include <charconv>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <limits>
 #include <map>
 #include <set>
@@ -21,6 +23,7 @@
 #include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
+#include "sluice/config/certificate.hpp"
 #include "sluice/core/address.hpp"
 #include "sluice/core/cidr.hpp"
 
@@ -507,8 +510,9 @@ class reader {
   explicit reader(context& ctx) : ctx_(ctx) {}
 
   void read(const YAML::Node& root, config& out) {
-    static constexpr std::string_view keys[] = {"workers", "drain_timeout", "admin",    "metrics",
-                                                "log",     "listeners",     "clusters"};
+    static constexpr std::string_view keys[] = {"workers",   "drain_timeout", "upgrade_socket",
+                                                "admin",     "metrics",       "log",
+                                                "listeners", "clusters"};
     map_view m(ctx_, root, "", keys);
     if (!m.valid()) return;
 
@@ -524,6 +528,18 @@ class reader {
     }
     if (auto* f = m.get("drain_timeout"))
       if (auto d = read_duration(ctx_, *f, true)) out.drain_timeout = *d;
+    const field* upgrade = m.get("upgrade_socket");
+    if (upgrade) {
+      if (auto s = read_string(ctx_, *upgrade, true)) {
+        // sockaddr_un's sun_path holds 108 bytes with the terminating NUL.
+        if (!s->empty() && (s->front() != '/' || s->size() > 107 ||
+                            s->find('\0') != std::string::npos))
+          ctx_.error(upgrade->mark(), upgrade->path,
+                     "must be an absolute path of at most 107 bytes, got " + quote(*s));
+        else
+          out.upgrade_socket = *s;
+      }
+    }
     if (auto* f = m.get("admin")) read_admin(*f, out.admin);
     if (auto* f = m.get("metrics")) read_metrics(*f, out.metrics);
     if (auto* f = m.get("log")) read_log(*f, out.log);
@@ -541,6 +557,13 @@ class reader {
     }
     check_references();
     check_addresses();
+    if (upgrade && !out.upgrade_socket.empty()) {
+      for (const auto& l : out.listeners)
+        if (l.name == "admin")
+          ctx_.error(upgrade->mark(), upgrade->path,
+                     "a listener named 'admin' cannot be handed over on upgrade (the name stands "
+                     "for the admin listener there); rename the listener");
+    }
   }
 
  private:
@@ -645,7 +668,7 @@ class reader {
   listener read_listener(const YAML::Node& node, const std::string& path) {
     static constexpr std::string_view keys[] = {"name",    "address",  "protocol", "routes",
                                                 "cluster", "timeouts", "limits",   "forwarded",
-                                                "tcp",     "http2"};
+                                                "tcp",     "http2",    "tls"};
     listener out;
     map_view m(ctx_, node, path, keys);
     if (!m.valid()) return out;
@@ -688,6 +711,7 @@ class reader {
       if (!routes) {
         m.require("routes");
       } else {
+        route_names_.clear();  // route names are unique per listener
         for_each_item(ctx_, *routes, [&](const YAML::Node& item, const std::string& p) {
           out.routes.push_back(read_route(item, p));
         });
@@ -745,7 +769,132 @@ class reader {
       else
         read_http2_options(*f, out.http2);
     }
+    if (auto* f = m.get("tls")) {
+      if (protocol_ok && out.protocol != listener::protocol_kind::http)
+        ctx_.error(f->key.Mark(), f->path,
+                   "'tls' terminates TLS on listeners with protocol: http (a tcp listener passes "
+                   "TLS through: see tcp.sni_routes)");
+      else
+        read_tls(*f, out);
+    }
     return out;
+  }
+
+  // A file named in the configuration: relative to the configuration file's directory.
+  std::string resolve_path(const std::string& p) const {
+    std::filesystem::path path(p);
+    if (path.is_absolute()) return p;
+    auto dir = std::filesystem::path(ctx_.file()).parent_path();
+    return dir.empty() ? p : (dir / path).string();
+  }
+
+  void read_tls(const field& f, listener& l) {
+    static constexpr std::string_view keys[] = {"certificates", "alpn", "min_version", "ciphers",
+                                                "handshake_timeout"};
+    map_view m(ctx_, f.value, f.path, keys);
+    if (!m.valid()) return;
+    tls_options out;
+    if (auto* c = m.require("certificates")) {
+      std::map<std::string, std::string> names;  // server name -> path of the certificate
+      for_each_item(ctx_, *c, [&](const YAML::Node& item, const std::string& p) {
+        read_tls_certificate(item, p, names, out);
+      });
+      if (c->value.IsNull() || (c->value.IsSequence() && c->value.size() == 0))
+        ctx_.error(c->mark(), c->path, "needs at least one certificate");
+    }
+    if (auto* a = m.get("alpn")) {
+      static constexpr choice<std::string_view> choices[] = {{"h2", "h2"},
+                                                             {"http/1.1", "http/1.1"}};
+      std::vector<std::string> protos;
+      bool ok = true;
+      for_each_item(ctx_, *a, [&](const YAML::Node& item, const std::string& p) {
+        field af{item, item, p};
+        auto v = read_enum(ctx_, af, choices);
+        if (!v) {
+          ok = false;
+        } else if (std::find(protos.begin(), protos.end(), *v) != protos.end()) {
+          ctx_.error(af.mark(), p, "duplicate protocol " + quote(*v));
+          ok = false;
+        } else {
+          protos.emplace_back(*v);
+        }
+      });
+      if (ok && protos.empty() && (a->value.IsNull() || a->value.IsSequence()))
+        ctx_.error(a->mark(), a->path, "needs at least one of h2, http/1.1");
+      else if (ok && !protos.empty())
+        out.alpn = std::move(protos);
+    }
+    if (auto* v = m.get("min_version")) {
+      static constexpr choice<tls_options::version> choices[] = {
+          {"1.2", tls_options::version::tls1_2}, {"1.3", tls_options::version::tls1_3}};
+      if (auto x = read_enum(ctx_, *v, choices)) out.min_version = *x;
+    }
+    if (auto* x = m.get("ciphers")) {
+      if (auto s = read_string(ctx_, *x)) {
+        if (auto why = check_cipher_list(*s); !why.empty())
+          ctx_.error(x->mark(), x->path, why);
+        else
+          out.ciphers = *s;
+      }
+    }
+    set_duration(m, "handshake_timeout", out.handshake_timeout);
+    l.tls = std::move(out);
+  }
+
+  void read_tls_certificate(const YAML::Node& node, const std::string& path,
+                            std::map<std::string, std::string>& names, tls_options& out) {
+    static constexpr std::string_view keys[] = {"cert", "key", "server_names"};
+    map_view m(ctx_, node, path, keys);
+    if (!m.valid()) return;
+    tls_certificate c;
+    const field* cert = m.require("cert");
+    const field* key = m.require("key");
+    std::optional<std::string> cert_path, key_path;
+    if (cert) cert_path = read_string(ctx_, *cert);
+    if (key) key_path = read_string(ctx_, *key);
+    if (cert_path) c.cert = resolve_path(*cert_path);
+    if (key_path) c.key = resolve_path(*key_path);
+    std::vector<std::string> cert_names;
+    bool files_ok = false;
+    if (cert_path && key_path) {
+      auto r = check_certificate(c.cert, c.key);
+      if (r.what == certificate_check::problem::cert)
+        ctx_.error(cert->mark(), cert->path, r.message);
+      else if (r.what == certificate_check::problem::key)
+        ctx_.error(key->mark(), key->path, r.message);
+      else
+        files_ok = true;
+      cert_names = std::move(r.names);
+    }
+    const field* sn = m.get("server_names");
+    if (sn) {
+      for_each_item(ctx_, *sn, [&](const YAML::Node& item, const std::string& p) {
+        field nf{item, item, p};
+        auto s = read_string(ctx_, nf);
+        if (!s) return;
+        if (auto why = check_host_pattern(*s); !why.empty()) {
+          ctx_.error(nf.mark(), p, why);
+          return;
+        }
+        const std::string name = lower(*s);
+        auto [it, inserted] = names.emplace(name, c.cert);
+        if (!inserted) {
+          ctx_.error(nf.mark(), p,
+                     "server name " + quote(name) + " is already served by '" + it->second + "'");
+          return;
+        }
+        c.server_names.push_back(name);
+      });
+      if (sn->value.IsNull() || (sn->value.IsSequence() && sn->value.size() == 0))
+        ctx_.error(sn->mark(), sn->path,
+                   "needs at least one name (leave 'server_names' out to use the certificate's)");
+    } else if (!out.certificates.empty() && files_ok && cert_names.empty()) {
+      // Not the default certificate and no name to choose it by: it would never be served.
+      ctx_.error(m.mark(), join_path(path, "server_names"),
+                 "the certificate names no host (no DNS subjectAltName or CN): give its "
+                 "'server_names'");
+    }
+    out.certificates.push_back(std::move(c));
   }
 
   void read_http2_options(const field& f, http2_options& out) {
@@ -884,10 +1033,17 @@ class reader {
   }
 
   route read_route(const YAML::Node& node, const std::string& path) {
-    static constexpr std::string_view keys[] = {"match", "cluster", "direct"};
+    static constexpr std::string_view keys[] = {"match", "cluster", "direct", "name"};
     route out;
     map_view m(ctx_, node, path, keys);
     if (!m.valid()) return out;
+
+    if (auto* f = m.get("name")) {
+      if (auto s = read_name(ctx_, *f)) {
+        out.name = *s;
+        unique(route_names_, *s, *f, "route");
+      }
+    }
 
     if (auto* f = m.get("match")) {
       static constexpr std::string_view mkeys[] = {"host", "path_prefix"};
@@ -962,7 +1118,7 @@ class reader {
                                                 "endpoints", "discovery", "timeouts",
                                                 "pool",      "health",   "max_tries",
                                                 "max_connections_per_backend",
-                                                "outlier",   "slow_start", "panic"};
+                                                "outlier",   "slow_start", "panic", "tls"};
     cluster out;
     map_view m(ctx_, node, path, keys);
     if (!m.valid()) return out;
@@ -1053,6 +1209,60 @@ class reader {
       static constexpr choice<panic_mode> choices[] = {{"fail", panic_mode::fail},
                                                        {"spread", panic_mode::spread}};
       if (auto v = read_enum(ctx_, *f, choices)) out.panic = *v;
+    }
+    const field* tls = m.get("tls");
+    if (tls && protocol_ok && out.protocol != upstream_protocol::h2)
+      ctx_.error(tls->key.Mark(), tls->path,
+                 "'tls' is only used by protocol: h2 (HTTP/2 over TLS to the backends)");
+    else if (out.protocol == upstream_protocol::h2)
+      out.tls = tls ? read_upstream_tls(*tls) : upstream_tls{};
+    return out;
+  }
+
+  // The `tls:` block of a protocol h2 cluster. Files are resolved against the configuration
+  // file's directory and must be readable now.
+  upstream_tls read_upstream_tls(const field& f) {
+    static constexpr std::string_view keys[] = {"ca", "server_name", "verify", "cert", "key"};
+    upstream_tls out;
+    map_view m(ctx_, f.value, f.path, keys);
+    if (!m.valid()) return out;
+    if (auto* x = m.get("ca")) {
+      if (auto s = read_string(ctx_, *x)) {
+        out.ca = resolve_path(*s);
+        if (!std::ifstream(out.ca))
+          ctx_.error(x->mark(), x->path,
+                     "cannot read " + quote(out.ca) + ": " + std::strerror(errno));
+      }
+    }
+    if (auto* x = m.get("server_name")) {
+      if (auto s = read_string(ctx_, *x)) {
+        if (auto why = check_host_pattern(*s); !why.empty() || s->starts_with("*."))
+          ctx_.error(x->mark(), x->path, "expected a host name like backend.example.com, got " + quote(*s));
+        else
+          out.server_name = *s;
+      }
+    }
+    if (auto* x = m.get("verify"))
+      if (auto b = read_bool(ctx_, *x)) out.verify = *b;
+    const field* cert = m.get("cert");
+    const field* key = m.get("key");
+    std::optional<std::string> cert_path, key_path;
+    if (cert) cert_path = read_string(ctx_, *cert);
+    if (key) key_path = read_string(ctx_, *key);
+    if (cert && !key)
+      ctx_.error(m.mark(), join_path(f.path, "key"),
+                 "missing required key 'key' (the private key of 'cert')");
+    else if (key && !cert)
+      ctx_.error(m.mark(), join_path(f.path, "cert"),
+                 "missing required key 'cert' (the certificate of 'key')");
+    if (cert_path && key_path) {
+      out.cert = resolve_path(*cert_path);
+      out.key = resolve_path(*key_path);
+      auto r = check_certificate(out.cert, out.key);
+      if (r.what == certificate_check::problem::cert)
+        ctx_.error(cert->mark(), cert->path, r.message);
+      else if (r.what == certificate_check::problem::key)
+        ctx_.error(key->mark(), key->path, r.message);
     }
     return out;
   }
@@ -1415,6 +1625,7 @@ class reader {
   context& ctx_;
   std::vector<cluster_ref> refs_;
   std::map<std::string, int> listener_names_;
+  std::map<std::string, int> route_names_;  // of the listener being read
   std::map<std::string, int> cluster_names_;
   std::vector<std::string> defined_clusters_;
   struct claim {

@@ -47,7 +47,7 @@ bool is_idempotent(std::string_view m) noexcept {
 }
 
 void append_forwarded_element(std::string& out, std::string_view client_ip,
-                              std::string_view host) {
+                              std::string_view host, std::string_view proto) {
   out += "for=";
   if (client_ip.find(':') != std::string_view::npos) {
     out += "\"[";
@@ -62,7 +62,8 @@ void append_forwarded_element(std::string& out, std::string_view client_ip,
     out += host;
     out += '"';
   }
-  out += ";proto=http";
+  out += ";proto=";
+  out += proto;
 }
 
 bool valid_host(std::string_view host) noexcept {

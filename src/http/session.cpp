@@ -22,6 +22,8 @@
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/ssl/error.hpp>
+#include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/error.hpp>
@@ -29,6 +31,7 @@
 
 #include "request_head.hpp"
 #include "h2/proxy.hpp"
+#include "net/tls_server.hpp"
 #include "sluice/h2/preface.hpp"
 #include "sluice/balance/policy.hpp"
 #include "sluice/http/forwarding.hpp"
@@ -58,8 +61,25 @@ constexpr std::size_t idle_read = 1024;
 constexpr std::size_t relay_size = 32 * 1024;      // body relay buffer
 constexpr std::size_t response_header_limit = 64 * 1024;
 constexpr unsigned max_tries_cap = 16;
+// Longest wait for the client's close_notify once ours is sent (TLS).
+constexpr auto close_notify_wait = 1s;
 
-class session;
+using tls_stream = asio::ssl::stream<tcp::socket>;
+
+// The TCP socket under a downstream stream: cancel, shutdown, options, endpoints.
+tcp::socket& raw(tcp::socket& s) noexcept { return s; }
+tcp::socket& raw(tls_stream& s) noexcept { return s.next_layer(); }
+
+// What the worker's drain needs of a session, whatever its stream type.
+class session_base {
+ public:
+  virtual void drain_now() = 0;
+  session_base* prev_ = nullptr;
+  session_base* next_ = nullptr;
+
+ protected:
+  ~session_base() = default;
+};
 
 std::chrono::milliseconds positive_min(std::chrono::milliseconds a, std::chrono::milliseconds b) {
   if (a <= 0ms) return b;
@@ -139,6 +159,12 @@ constexpr bool hop_by_hop(bhttp::field f) noexcept {
                        << ": not supported yet, answered 502 (use HTTP/2 or gRPC clients)");
 }
 
+[[gnu::noinline, gnu::cold]] void log_handshake_failure(const std::string& client,
+                                                        bool timed_out, const error_code& ec) {
+  SLUICE_LOG(debug, "TLS handshake with " << client
+                        << (timed_out ? " timed out" : " failed: " + ec.message()));
+}
+
 [[gnu::noinline, gnu::cold]] void log_no_backend(const std::string& cluster) {
   SLUICE_LOG(warn, "no backend available in cluster " << cluster);
 }
@@ -157,20 +183,11 @@ constexpr bool hop_by_hop(bhttp::field f) noexcept {
 
 class worker_state {
  public:
-  worker_state(asio::io_context& io, const std::vector<std::shared_ptr<pool::cluster>>& clusters,
-               std::shared_ptr<log::access_log> access_log,
+  worker_state(asio::io_context& io, std::shared_ptr<log::access_log> access_log,
                std::shared_ptr<metrics::registry> metrics, unsigned worker_index)
-      : io_(io), clusters_(clusters), access_(std::move(access_log)), tick_(io),
+      : io_(io), index_(worker_index), access_(std::move(access_log)), tick_(io),
         registry_(std::move(metrics)),
-        metrics_(registry_ ? &registry_->shard(worker_index) : nullptr) {
-    caches_.reserve(clusters_.size());
-    for (auto& c : clusters_) {
-      caches_.emplace_back(*c);
-      const auto& t = c->config().timeouts;
-      min_cluster_timeout_ =
-          positive_min(min_cluster_timeout_, positive_min(t.connect, positive_min(t.read, t.write)));
-    }
-  }
+        metrics_(registry_ ? &registry_->shard(worker_index) : nullptr) {}
 
   void start_tick(const std::shared_ptr<worker_state>& self) {
     std::weak_ptr<worker_state> weak = self;
@@ -186,28 +203,33 @@ class worker_state {
   void on_tick() {
     flush_access_log();
     pool_.sweep(steady::now());
-    if (draining_ && active_.load(std::memory_order_relaxed) == 0) stopped_ = true;
+    if (draining_) {
+      for (session_base* s = sessions_; s;) {
+        session_base* next = s->next_;
+        s->drain_now();
+        s = next;
+      }
+      if (active_.load(std::memory_order_relaxed) == 0) stopped_ = true;
+    }
   }
 
   void flush_access_log() {
     if (access_.enabled()) access_.flush();
   }
 
-  void link(session* s);
-  void unlink(session* s);
+  void link(session_base* s);
+  void unlink(session_base* s);
   void drain();
 
   asio::io_context& io_;
-  std::vector<std::shared_ptr<pool::cluster>> clusters_;
-  std::vector<pool::snapshot_cache> caches_;
+  unsigned index_;  // the worker's number: its snapshot caches and statistics blocks
   upstream_pool pool_;
   log::access_log::writer access_;
   asio::steady_timer tick_;
-  session* sessions_ = nullptr;  // intrusive list of live sessions, for drain
+  session_base* sessions_ = nullptr;  // intrusive list of live sessions, for drain
   std::atomic<std::size_t> active_{0};
   bool draining_ = false;
   bool stopped_ = false;
-  std::chrono::milliseconds min_cluster_timeout_{0};
   std::shared_ptr<metrics::registry> registry_;  // keeps the shard alive
   metrics::worker_shard* metrics_;               // this worker's shard, or null
 };
@@ -221,58 +243,68 @@ enum class body_kind { none, length, chunked };
 // How an attempt on one upstream went.
 enum class attempt { done, failed, close };
 
-class session : public std::enable_shared_from_this<session> {
+// One downstream connection. Stream: tcp::socket (cleartext), or tls_stream (TLS listener: the
+// handshake runs first, and ALPN "h2" hands the stream to the HTTP/2 server).
+template <class Stream>
+class session final : public session_base,
+                      public std::enable_shared_from_this<session<Stream>> {
  public:
-  session(tcp::socket socket, std::shared_ptr<const listener_state> listener,
+  static constexpr bool tls = std::is_same_v<Stream, tls_stream>;
+
+  session(Stream stream, std::shared_ptr<const listener_state> listener,
           std::shared_ptr<worker_state> worker)
-      : down_(std::move(socket)),
+      : down_(std::move(stream)),
         listener_(std::move(listener)),
         worker_(std::move(worker)),
-        limits_(listener_->cfg->limits),
-        timeouts_(listener_->cfg->timeouts),
+        limits_(&listener_->cfg->limits),
+        timeouts_(&listener_->cfg->timeouts),
         timer_(down_.get_executor()) {
     worker_->link(this);
     worker_->active_.fetch_add(1, std::memory_order_relaxed);
     if (worker_->metrics_) worker_->metrics_->on_connection_open(listener_->index);
-    const auto& t = timeouts_;
-    min_timeout_ = positive_min(worker_->min_cluster_timeout_,
-                                positive_min(positive_min(t.header, t.idle),
-                                             positive_min(t.body, t.send)));
-    if (min_timeout_ <= 0ms) min_timeout_ = 1s;
+    set_min_timeout();
   }
 
   ~session() {
     worker_->unlink(this);
     worker_->active_.fetch_sub(1, std::memory_order_relaxed);
-    if (worker_->metrics_) worker_->metrics_->on_connection_close(listener_->index);
+    // A connection handed to the HTTP/2 server is counted closed there, when it ends.
+    if (worker_->metrics_ && !handed_off_) worker_->metrics_->on_connection_close(listener_->index);
   }
 
   void start() {
-    set_nodelay(down_);
+    set_nodelay(raw(down_));
     error_code ec;
-    down_.non_blocking(true, ec);  // for read_head's follow-up read; async operations ignore it
-    auto ep = down_.remote_endpoint(ec);
+    // For read_head's follow-up read; async operations ignore it. The runtime's acceptor hands
+    // sockets over non-blocking already (accept4): no ioctl then.
+    if (!raw(down_).non_blocking()) raw(down_).non_blocking(true, ec);
+    auto ep = raw(down_).remote_endpoint(ec);
     if (!ec) {
       auto a = ep.address();
       if (a.is_v6() && a.to_v6().is_v4_mapped()) a = asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6());
       client_ip_ = a.to_string();
     }
-    auto self = shared_from_this();
+    auto self = this->shared_from_this();
     asio::co_spawn(down_.get_executor(), watchdog(self), asio::detached);
     asio::co_spawn(down_.get_executor(), run(self), asio::detached);
   }
 
-  // Drain: an idle keep-alive connection closes now; a busy one after its current exchange.
-  void drain_now() {
-    if (idle_) {
-      drain_closed_ = true;
-      error_code ec;
-      down_.cancel(ec);
-    }
+  // Drain: an idle keep-alive connection closes (see below); a busy one after its current
+  // exchange. A fresh connection still waiting for its first request is not idle: its client connected
+  // before the listener closed (or before a binary upgrade took the socket over) and gets an
+  // answer.
+  //
+  // Called when the drain starts and again every second while it lasts. An idle connection is
+  // closed only once it has stayed idle across two ticks (at least a second): closing a
+  // connection the client is just sending its next request on would lose that request, and a
+  // busy client's next request is answered with `Connection: close` instead.
+  void drain_now() override {
+    if (!idle_ || awaiting_first_) return;
+    if (++drain_marks_ < 3) return;
+    drain_closed_ = true;
+    error_code ec;
+    raw(down_).cancel(ec);
   }
-
-  session* prev_ = nullptr;
-  session* next_ = nullptr;
 
  private:
   // ---- timeouts ------------------------------------------------------------------------------
@@ -302,14 +334,14 @@ class session : public std::enable_shared_from_this<session> {
         timed_out_ = true;
         deadline_ = steady::time_point::max();
         error_code ec;
-        down_.cancel(ec);
+        raw(down_).cancel(ec);
         if (up_) up_->socket.cancel(ec);
       }
       if (now >= body_deadline_) {
         body_timed_out_ = true;
         body_deadline_ = steady::time_point::max();
         error_code ec;
-        down_.cancel(ec);
+        raw(down_).cancel(ec);
         if (up_) up_->socket.cancel(ec);
       }
       auto next = std::min(deadline_, body_deadline_);
@@ -319,10 +351,30 @@ class session : public std::enable_shared_from_this<session> {
     }
   }
 
+  void set_min_timeout() {
+    const auto& t = *timeouts_;
+    min_timeout_ = positive_min(listener_->min_cluster_timeout,
+                                positive_min(positive_min(t.header, t.idle),
+                                             positive_min(t.body, t.send)));
+    if (min_timeout_ <= 0ms) min_timeout_ = 1s;
+  }
+
+  // Between requests: a reloaded configuration applies to the next request on this connection.
+  void refresh_listener() {
+    const auto& cur = current_listener(listener_->index);
+    if (!cur || cur == listener_) return;
+    listener_ = cur;
+    limits_ = &listener_->cfg->limits;
+    timeouts_ = &listener_->cfg->timeouts;
+    set_min_timeout();
+  }
+
   // ---- main loop -----------------------------------------------------------------------------
   asio::awaitable<void> run(std::shared_ptr<session> self) {
     bool first = true;
-    for (;;) {
+    bool serve = true;
+    if constexpr (tls) serve = co_await handshake();
+    while (serve) {
       if (!co_await read_head(first)) break;
       first = false;
       bool keep = co_await handle();
@@ -331,36 +383,79 @@ class session : public std::enable_shared_from_this<session> {
       req_.reset();
       res_.reset();  // the response's fields: not kept while the connection idles
       if (!keep) break;
+      refresh_listener();
+    }
+    if constexpr (tls) {
+      if (handshake_done_ && !handed_off_) co_await close_notify();
     }
     closed_ = true;
     error_code ec;
-    down_.shutdown(tcp::socket::shutdown_send, ec);
-    down_.close(ec);
+    raw(down_).shutdown(tcp::socket::shutdown_send, ec);
+    raw(down_).close(ec);
     up_.reset();
     timer_.cancel();
+  }
+
+  // TLS: the handshake, under the listener's handshake timeout. False: the connection is done
+  // here (a failed handshake closes quietly; ALPN "h2" handed the stream to the HTTP/2 server).
+  asio::awaitable<bool> handshake() {
+    if constexpr (tls) {
+      set_deadline(listener_->tls->handshake_timeout());
+      timer_.cancel();  // the watchdog picks the new deadline up
+      auto [ec] = co_await down_.async_handshake(asio::ssl::stream_base::server, use_tuple);
+      if (ec) {
+        log_handshake_failure(client_ip_, timed_out(ec), ec);
+        co_return false;
+      }
+      handshake_done_ = true;
+      if (net::negotiated_alpn(down_.native_handle()) == "h2") {
+        handed_off_ = true;
+        h2::start_server_session(std::move(down_), {}, listener_, worker_->index_,
+                                 h2_observers());
+        co_return false;
+      }
+    }
+    co_return true;
+  }
+
+  // Where the HTTP/2 server counts and logs the streams of a connection handed over to it.
+  h2::observers h2_observers() const {
+    return {worker_->metrics_, &worker_->access_, worker_};
+  }
+
+  // TLS: our close_notify, and the client's awaited a short while (best effort: a client that
+  // just closes, or never answers, costs at most close_notify_wait).
+  asio::awaitable<void> close_notify() {
+    if constexpr (tls) {
+      set_deadline(close_notify_wait);
+      timer_.cancel();
+      co_await down_.async_shutdown(use_tuple);
+    }
   }
 
   // Reads and vets the next request head. False: close the connection (any error answer has
   // been sent already).
   asio::awaitable<bool> read_head(bool first) {
     req_.emplace();
-    prepare(*req_, limits_);
+    prepare(*req_, *limits_);
     reset_request_log();
     // The first request must arrive within the header timeout; later ones get the keep-alive
     // idle timeout until their first byte, then the header timeout for the rest of the head.
-    set_deadline(first ? timeouts_.header : timeouts_.idle);
+    set_deadline(first ? timeouts_->header : timeouts_->idle);
     bool header_deadline = first;
     for (;;) {
       if (down_buf_.size() > 0) {
         auto view = std::string_view(static_cast<const char*>(down_buf_.data().data()),
                                      down_buf_.size());
-        if (first && h2::looks_like_preface(view)) {
+        if (!tls && first && h2::looks_like_preface(view)) {
           // HTTP/2 with prior knowledge (h2c) on the same port: the h2 module takes the socket.
-          h2::start_server_session(std::move(down_), view, listener_, worker_->clusters_);
+          handed_off_ = true;
+          h2::start_server_session(std::move(down_), view, listener_, worker_->index_,
+                                   h2_observers());
           co_return false;
         }
-        auto r = first && h2::could_be_preface(view) ? head_result{}
-                                                     : feed_head(*req_, view, limits_);
+        auto r = !tls && first && h2::could_be_preface(view) ? head_result{}
+                                                     : feed_head(*req_, view, *limits_);
         if (r.what == head_result::state::done) {
           down_buf_.consume(r.head_size);
           bytes_in_ = r.head_size;
@@ -375,17 +470,20 @@ class session : public std::enable_shared_from_this<session> {
         }
         if (!header_deadline) {
           header_deadline = true;
-          set_deadline(timeouts_.header);
+          set_deadline(timeouts_->header);
         }
       } else if (worker_->draining_ && !first) {
         co_return false;
       }
       idle_ = down_buf_.size() == 0;
-      bool small_read = idle_;
+      awaiting_first_ = first;
+      // Over TLS the engine buffers a whole record anyway: no small read, no follow-up read.
+      bool small_read = idle_ && !tls;
       if (idle_ && down_buf_.capacity() > idle_read) down_buf_.shrink_to_fit();  // frees it
       auto [ec, n] = co_await down_.async_read_some(
-          down_buf_.prepare(idle_ ? idle_read : read_chunk), use_tuple);
+          down_buf_.prepare(small_read ? idle_read : read_chunk), use_tuple);
       idle_ = false;
+      drain_marks_ = 0;
       if (ec) {
         if (timed_out(ec) && down_buf_.size() > 0) {
           log_time_ = std::chrono::system_clock::now();
@@ -416,7 +514,7 @@ class session : public std::enable_shared_from_this<session> {
     start_ = steady::now();
     log_time_ = std::chrono::system_clock::now();
     has_request_ = true;
-    keep_alive_ = p.keep_alive() && requests_ < limits_.max_keepalive_requests;
+    keep_alive_ = p.keep_alive() && requests_ < limits_->max_keepalive_requests;
     if (p.is_done())
       body_ = body_kind::none;
     else if (p.chunked())
@@ -434,6 +532,8 @@ class session : public std::enable_shared_from_this<session> {
                                 ? target_.authority
                                 : std::string_view(req[bhttp::field::host]);
     int idx = listener_->routes ? listener_->routes->match(host, target_.path) : -1;
+    if (idx >= 0 && static_cast<std::size_t>(idx) < listener_->route_metrics.size())
+      metrics_route_ = listener_->route_metrics[static_cast<std::size_t>(idx)];
     if (idx < 0) {
       skip_request_body();
       co_await send_simple(404, keep_alive_);
@@ -448,21 +548,21 @@ class session : public std::enable_shared_from_this<session> {
     int ci = static_cast<std::size_t>(idx) < listener_->route_cluster.size()
                  ? listener_->route_cluster[static_cast<std::size_t>(idx)]
                  : -1;
-    if (ci < 0 || static_cast<std::size_t>(ci) >= worker_->caches_.size()) {
+    if (ci < 0 || static_cast<std::size_t>(ci) >= listener_->clusters.size()) {
       skip_request_body();
       co_await send_simple(500, keep_alive_);
       co_return keep_alive_;
     }
-    metrics_cluster_ = ci;
-    if (worker_->clusters_[static_cast<std::size_t>(ci)]->config().protocol !=
-        config::upstream_protocol::http1) {
+    auto& cl = *listener_->clusters[static_cast<std::size_t>(ci)];
+    metrics_cluster_ = static_cast<int>(cl.metrics_slot());
+    if (cl.config().protocol != config::upstream_protocol::http1) {
       // TODO: translate HTTP/1.1 requests to HTTP/2 upstreams; until then say so plainly.
-      log_http1_to_h2(worker_->clusters_[static_cast<std::size_t>(ci)]->name());
+      log_http1_to_h2(cl.name());
       skip_request_body();
       co_await send_simple(502, keep_alive_);
       co_return keep_alive_;
     }
-    co_return co_await proxy(worker_->caches_[static_cast<std::size_t>(ci)]);
+    co_return co_await proxy(cl.cache(worker_->index_));
   }
 
   // A request answered locally: drop a body already in memory, else close after answering.
@@ -687,7 +787,7 @@ class session : public std::enable_shared_from_this<session> {
       h += ", "sv;
     }
     h += client_ip_;
-    h += "\r\nX-Forwarded-Proto: http\r\n"sv;
+    h += tls ? "\r\nX-Forwarded-Proto: https\r\n"sv : "\r\nX-Forwarded-Proto: http\r\n"sv;
     if (!host.empty()) {
       h += "X-Forwarded-Host: "sv;
       h += host;
@@ -699,7 +799,7 @@ class session : public std::enable_shared_from_this<session> {
         h += fwd_;
         h += ", "sv;
       }
-      append_forwarded_element(h, client_ip_, host);
+      append_forwarded_element(h, client_ip_, host, tls ? "https" : "http");
       h += "\r\n"sv;
     }
     if (upgrade_) {
@@ -758,7 +858,7 @@ class session : public std::enable_shared_from_this<session> {
     // streaming one like an echo service must) before the whole body is in.
     body_streamed_ = true;
     if (expect_continue_) {
-      set_deadline(timeouts_.send);
+      set_deadline(timeouts_->send);
       static constexpr std::string_view cont = "HTTP/1.1 100 Continue\r\n\r\n";
       auto [ec, n] = co_await asio::async_write(down_, asio::buffer(cont), use_tuple);
       if (ec) co_return attempt::close;
@@ -813,7 +913,7 @@ class session : public std::enable_shared_from_this<session> {
       keep_alive_ = false;
       reuse_upstream_ = false;
       error_code ec;
-      down_.cancel(ec);  // the body half checks cancelled_by_response_ before each read
+      raw(down_).cancel(ec);  // the body half checks cancelled_by_response_ before each read
       conn.socket.close(ec);
     }
     if (!body_complete_) {
@@ -935,7 +1035,7 @@ class session : public std::enable_shared_from_this<session> {
     while (left > 0) {
       if (down_buf_.size() == 0) {
         if (cancelled_by_response_) co_return relay::client_failed;
-        set_body_deadline(timeouts_.body);
+        set_body_deadline(timeouts_->body);
         auto want = static_cast<std::size_t>(std::min<std::uint64_t>(left, relay_size));
         auto [ec, n] = co_await down_.async_read_some(down_buf_.prepare(want), use_tuple);
         if (ec) {
@@ -1014,7 +1114,7 @@ class session : public std::enable_shared_from_this<session> {
       }
       if (down_buf_.size() == 0 || got == 0) {
         if (cancelled_by_response_) co_return relay::client_failed;
-        set_body_deadline(timeouts_.body);
+        set_body_deadline(timeouts_->body);
         auto [rec, n] = co_await down_.async_read_some(down_buf_.prepare(read_chunk), use_tuple);
         if (rec) {
           if (body_timed_out(rec)) body_status_ = 408;
@@ -1111,7 +1211,7 @@ class session : public std::enable_shared_from_this<session> {
     bool upstream_ok = false;
     switch (in) {
       case framing::none: {
-        set_deadline(timeouts_.send);
+        set_deadline(timeouts_->send);
         auto [ec, n] = co_await asio::async_write(down_, asio::buffer(h), use_tuple);
         if (ec) co_return attempt::close;
         upstream_ok = true;
@@ -1123,7 +1223,7 @@ class session : public std::enable_shared_from_this<session> {
           // write, without the frame of relay_length_response.
           std::array<asio::const_buffer, 2> bufs{
               asio::buffer(h), asio::buffer(conn.buffer.data().data(), length)};
-          set_deadline(timeouts_.send);
+          set_deadline(timeouts_->send);
           auto [ec, n] = co_await asio::async_write(down_, bufs, use_tuple);
           if (ec) co_return attempt::close;
           conn.buffer.consume(length);
@@ -1166,7 +1266,7 @@ class session : public std::enable_shared_from_this<session> {
     {
       std::array<asio::const_buffer, 2> bufs{asio::buffer(head_),
                                              asio::buffer(conn.buffer.data().data(), first)};
-      set_deadline(timeouts_.send);
+      set_deadline(timeouts_->send);
       auto [ec, n] = co_await asio::async_write(down_, bufs, use_tuple);
       if (ec) co_return relay::client_failed;
       conn.buffer.consume(first);
@@ -1182,7 +1282,7 @@ class session : public std::enable_shared_from_this<session> {
         co_return relay::upstream_failed;
       }
       conn.buffer.commit(n);
-      set_deadline(timeouts_.send);
+      set_deadline(timeouts_->send);
       auto [wec, wn] = co_await asio::async_write(down_, conn.buffer.data(), use_tuple);
       if (wec) co_return relay::client_failed;
       conn.buffer.consume(n);
@@ -1246,7 +1346,7 @@ class session : public std::enable_shared_from_this<session> {
             asio::buffer(size_line, sl), asio::buffer(buf, got),
             asio::buffer(crlf.data(), out_chunked && got > 0 ? 2 : 0),
             asio::buffer(last.data(), out_chunked && done ? last.size() : 0)};
-        set_deadline(timeouts_.send);
+        set_deadline(timeouts_->send);
         auto [wec, wn] = co_await asio::async_write(down_, bufs, use_tuple);
         if (wec) co_return relay::client_failed;
         head_pending = false;
@@ -1305,7 +1405,7 @@ class session : public std::enable_shared_from_this<session> {
     h += "\r\n\r\n"sv;
     conn.buffer.consume(head_size);
     response_started_ = true;
-    set_deadline(timeouts_.send);
+    set_deadline(timeouts_->send);
     std::array<asio::const_buffer, 2> bufs{asio::buffer(h), conn.buffer.data()};
     auto [ec, n] = co_await asio::async_write(down_, bufs, use_tuple);
     if (ec) co_return;
@@ -1315,34 +1415,37 @@ class session : public std::enable_shared_from_this<session> {
       if (wec) co_return;
       down_buf_.consume(down_buf_.size());
     }
-    set_deadline(timeouts_.idle);
+    set_deadline(timeouts_->idle);
     char* buf = relay_buffer();
     co_await (pump(down_, conn.socket, buf, relay_size / 2) &&
               pump(conn.socket, down_, buf + relay_size / 2, relay_size / 2));
   }
 
-  asio::awaitable<void> pump(tcp::socket& from, tcp::socket& to, char* buf, std::size_t size) {
+  // From/To: the downstream stream (TLS or not) and the upstream socket, either way round.
+  template <class From, class To>
+  asio::awaitable<void> pump(From& from, To& to, char* buf, std::size_t size) {
     for (;;) {
       auto [ec, n] = co_await from.async_read_some(asio::buffer(buf, size), use_tuple);
       if (ec) {
         error_code ignored;
-        if (ec == asio::error::eof) {
-          to.shutdown(tcp::socket::shutdown_send, ignored);
+        // A TLS client that just closes its socket ends its side too (stream_truncated).
+        if (ec == asio::error::eof || ec == asio::ssl::error::stream_truncated) {
+          raw(to).shutdown(tcp::socket::shutdown_send, ignored);
         } else {
-          from.cancel(ignored);
-          to.cancel(ignored);
+          raw(from).cancel(ignored);
+          raw(to).cancel(ignored);
         }
         co_return;
       }
-      set_deadline(timeouts_.idle);
+      set_deadline(timeouts_->idle);
       auto [wec, wn] = co_await asio::async_write(to, asio::buffer(buf, n), use_tuple);
       if (wec) {
         error_code ignored;
-        from.cancel(ignored);
-        to.cancel(ignored);
+        raw(from).cancel(ignored);
+        raw(to).cancel(ignored);
         co_return;
       }
-      set_deadline(timeouts_.idle);
+      set_deadline(timeouts_->idle);
     }
   }
 
@@ -1365,7 +1468,7 @@ class session : public std::enable_shared_from_this<session> {
     h += text;
     h += '\n';
     bytes_sent_ = text.size() + 5;
-    set_deadline(timeouts_.send);
+    set_deadline(timeouts_->send);
     auto [ec, n] = co_await asio::async_write(down_, asio::buffer(h), use_tuple);
     if (ec) keep_alive_ = false;
   }
@@ -1398,7 +1501,7 @@ class session : public std::enable_shared_from_this<session> {
     bytes_sent_ = send_body ? d.body.size() : 0;
     std::array<asio::const_buffer, 2> bufs{asio::buffer(h),
                                            asio::buffer(d.body.data(), send_body ? d.body.size() : 0)};
-    set_deadline(timeouts_.send);
+    set_deadline(timeouts_->send);
     auto [ec, n] = co_await asio::async_write(down_, bufs, use_tuple);
     if (ec) keep_alive_ = false;
   }
@@ -1406,6 +1509,7 @@ class session : public std::enable_shared_from_this<session> {
   // ---- access log ----------------------------------------------------------------------------
   void reset_request_log() {
     metrics_cluster_ = -1;
+    metrics_route_ = metrics::no_slot;
     answered_ = nullptr;
     recorded_ = false;
     bytes_in_ = 0;
@@ -1424,11 +1528,13 @@ class session : public std::enable_shared_from_this<session> {
                               std::chrono::duration<double>(upstream_seconds_))
                         : std::chrono::nanoseconds{0};
     worker_->metrics_->on_request(listener_->index, metrics_cluster_, answered_, status_,
-                                  steady::now() - start_, up, bytes_in_, bytes_sent_);
+                                  steady::now() - start_, up, bytes_in_, bytes_sent_,
+                                  metrics_route_);
   }
 
  public:
   int metrics_cluster_ = -1;
+  std::size_t metrics_route_ = metrics::no_slot;  // the matched route's metrics slot
   core::backend* answered_ = nullptr;
   bool recorded_ = false;
   std::uint64_t bytes_in_ = 0;
@@ -1458,12 +1564,12 @@ class session : public std::enable_shared_from_this<session> {
   }
 
  private:
-  tcp::socket down_;
+  Stream down_;
   beast::flat_buffer down_buf_;
   std::shared_ptr<const listener_state> listener_;
   std::shared_ptr<worker_state> worker_;
-  const config::listener_limits& limits_;
-  const config::listener_timeouts& timeouts_;
+  const config::listener_limits* limits_;
+  const config::listener_timeouts* timeouts_;
   asio::steady_timer timer_;
   steady::time_point deadline_ = steady::time_point::max();
   steady::time_point body_deadline_ = steady::time_point::max();
@@ -1472,7 +1578,11 @@ class session : public std::enable_shared_from_this<session> {
   bool timed_out_ = false;
   bool closed_ = false;
   bool idle_ = false;
+  std::uint8_t drain_marks_ = 0;  // drain sweeps seen while continuously idle
+  bool awaiting_first_ = false;
   bool drain_closed_ = false;
+  bool handshake_done_ = false;  // TLS: close with close_notify
+  bool handed_off_ = false;      // the connection went to the HTTP/2 server (ALPN h2, h2c)
 
   std::string client_ip_;
   std::optional<request_parser> req_;
@@ -1513,17 +1623,21 @@ class session : public std::enable_shared_from_this<session> {
   bool has_request_ = false;
 };
 
+// Both downstream flavours, compiled here once.
+template class session<tcp::socket>;
+template class session<tls_stream>;
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
 
-void worker_state::link(session* s) {
+void worker_state::link(session_base* s) {
   s->next_ = sessions_;
   if (sessions_) sessions_->prev_ = s;
   sessions_ = s;
 }
 
-void worker_state::unlink(session* s) {
+void worker_state::unlink(session_base* s) {
   if (s->prev_) s->prev_->next_ = s->next_;
   else sessions_ = s->next_;
   if (s->next_) s->next_->prev_ = s->prev_;
@@ -1534,27 +1648,75 @@ void worker_state::drain() {
   draining_ = true;
   pool_.clear(true);
   flush_access_log();
-  for (session* s = sessions_; s;) {
-    session* next = s->next_;
+  for (session_base* s = sessions_; s;) {
+    session_base* next = s->next_;
     s->drain_now();
     s = next;
   }
 }
 
-std::shared_ptr<worker_state> make_worker_state(
-    asio::io_context& io, const std::vector<std::shared_ptr<pool::cluster>>& clusters,
-    std::shared_ptr<log::access_log> access_log, std::shared_ptr<metrics::registry> metrics,
-    unsigned worker_index) {
-  auto w = std::make_shared<worker_state>(io, clusters, std::move(access_log), std::move(metrics),
+std::shared_ptr<worker_state> make_worker_state(asio::io_context& io,
+                                                std::shared_ptr<log::access_log> access_log,
+                                                std::shared_ptr<metrics::registry> metrics,
+                                                unsigned worker_index) {
+  auto w = std::make_shared<worker_state>(io, std::move(access_log), std::move(metrics),
                                           worker_index);
   w->start_tick(w);
   return w;
 }
 
+namespace {
+// Per worker thread: the newest state of each listener, by metrics slot.
+thread_local std::vector<std::shared_ptr<const listener_state>> tl_listeners;
+}  // namespace
+
+const std::shared_ptr<const listener_state>& current_listener(std::size_t slot) noexcept {
+  static const std::shared_ptr<const listener_state> none;
+  return slot < tl_listeners.size() ? tl_listeners[slot] : none;
+}
+
+void publish_listener(std::size_t slot, std::shared_ptr<const listener_state> state) {
+  if (slot >= tl_listeners.size()) tl_listeners.resize(slot + 1);
+  tl_listeners[slot] = std::move(state);
+}
+
+std::shared_ptr<listener_state> make_listener_state(
+    std::shared_ptr<const config::config> cfg, const config::listener& l, std::size_t slot,
+    const std::vector<std::shared_ptr<pool::cluster>>& clusters) {
+  auto st = std::make_shared<listener_state>();
+  st->config = std::move(cfg);
+  st->cfg = &l;
+  st->index = slot;
+  st->routes = std::make_shared<const router>(l.routes);
+  for (const auto& r : l.routes) {
+    int ci = -1;
+    if (!r.direct) {
+      for (std::size_t i = 0; i < st->clusters.size() && ci < 0; ++i)
+        if (st->clusters[i]->name() == r.cluster) ci = static_cast<int>(i);
+      for (std::size_t i = 0; i < clusters.size() && ci < 0; ++i)
+        if (clusters[i]->name() == r.cluster) {
+          ci = static_cast<int>(st->clusters.size());
+          st->clusters.push_back(clusters[i]);
+          const auto& t = clusters[i]->config().timeouts;
+          st->min_cluster_timeout = positive_min(
+              st->min_cluster_timeout, positive_min(t.connect, positive_min(t.read, t.write)));
+        }
+    }
+    st->route_cluster.push_back(ci);
+  }
+  return st;
+}
+
 void start_session(tcp::socket socket, std::shared_ptr<const listener_state> listener,
                    const std::shared_ptr<worker_state>& worker) {
   if (!listener || !listener->cfg) return;
-  auto s = std::make_shared<session>(std::move(socket), std::move(listener), worker);
+  if (listener->tls) {
+    tls_stream stream(std::move(socket), listener->tls->context());
+    auto s = std::make_shared<session<tls_stream>>(std::move(stream), std::move(listener), worker);
+    s->start();
+    return;
+  }
+  auto s = std::make_shared<session<tcp::socket>>(std::move(socket), std::move(listener), worker);
   s->start();
 }
 

@@ -23,17 +23,20 @@ struct listener_state {
   /// Index into the worker's cluster list of the listener's `cluster` (-1: none, then only
   /// SNI routes can pick one).
   int cluster = -1;
+  /// The clusters `cluster` and the SNI targets index (the list given to make_listener_state).
+  std::vector<std::shared_ptr<pool::cluster>> clusters;
+  std::shared_ptr<const config::config> config;  ///< keeps `cfg` alive (set by the caller)
   /// Present when cfg->tcp.sni_routes is set; targets are cluster indices, fallback `cluster`.
   std::shared_ptr<const sni_router> sni;
   std::shared_ptr<listener_stats> stats = std::make_shared<listener_stats>();
 };
 
 /// Builds the state of `cfg` (a tcp listener), resolving cluster names against `clusters`
-/// (the same list, in the same order, given to make_worker_state). A name that is not found
+/// (kept in the state: sessions use the clusters through it). A name that is not found
 /// becomes -1 (the loader has already rejected unknown names). `index` is the listener's
 /// position in config::listeners; with `metrics`, its counters are the registry's (exported
 /// as a TCP listener), else private ones.
-std::shared_ptr<const listener_state> make_listener_state(
+std::shared_ptr<listener_state> make_listener_state(
     const config::listener& cfg, const std::vector<std::shared_ptr<pool::cluster>>& clusters,
     std::size_t index = 0, const std::shared_ptr<metrics::registry>& metrics = nullptr);
 
@@ -45,8 +48,8 @@ class worker_state;
 /// With `metrics`, sessions on this worker count connections, bytes and connect failures in
 /// shard `worker_index` (the worker's own).
 std::shared_ptr<worker_state> make_worker_state(
-    boost::asio::io_context& io, const std::vector<std::shared_ptr<pool::cluster>>& clusters,
-    std::shared_ptr<metrics::registry> metrics = nullptr, unsigned worker_index = 0);
+    boost::asio::io_context& io, std::shared_ptr<metrics::registry> metrics = nullptr,
+    unsigned worker_index = 0);
 
 /// Starts relaying one accepted downstream connection (call on the worker's thread).
 void start_session(boost::asio::ip::tcp::socket socket,

@@ -67,15 +67,12 @@ void close_pipe(pipe_pair& p) noexcept {
 
 class worker_state {
  public:
-  worker_state(asio::io_context& io, const std::vector<std::shared_ptr<pool::cluster>>& clusters,
-               std::shared_ptr<metrics::registry> metrics, unsigned worker_index)
+  worker_state(asio::io_context& io, std::shared_ptr<metrics::registry> metrics,
+               unsigned worker_index)
       : io_(io),
-        clusters_(clusters),
+        index_(worker_index),
         registry_(std::move(metrics)),
-        shard_(registry_ ? &registry_->shard(worker_index) : nullptr) {
-    caches_.reserve(clusters.size());
-    for (const auto& c : clusters) caches_.emplace_back(*c);
-  }
+        shard_(registry_ ? &registry_->shard(worker_index) : nullptr) {}
   ~worker_state() {
     for (auto& p : pipes_) close_pipe(p);
   }
@@ -131,8 +128,7 @@ class worker_state {
   }
 
   asio::io_context& io_;
-  std::vector<std::shared_ptr<pool::cluster>> clusters_;
-  std::vector<pool::snapshot_cache> caches_;
+  unsigned index_;  // the worker's number: its snapshot caches
   std::shared_ptr<metrics::registry> registry_;  // keeps the shard alive
   metrics::worker_shard* shard_;                 // this worker's shard, or null
   std::vector<pipe_pair> pipes_;
@@ -206,7 +202,7 @@ class session : public std::enable_shared_from_this<session> {
       phase_ = phase::preamble;
       if (!co_await read_preamble(want_proxy, want_sni, cluster)) co_return;
     }
-    if (cluster < 0 || static_cast<std::size_t>(cluster) >= worker_->caches_.size()) {
+    if (cluster < 0 || static_cast<std::size_t>(cluster) >= listener_->clusters.size()) {
       stats_.on_close(metrics::tcp_close_reason::no_backend);
       co_return;
     }
@@ -378,7 +374,8 @@ class session : public std::enable_shared_from_this<session> {
   // ---- upstream: pick, connect, fail over ----------------------------------------------------
 
   asio::awaitable<bool> connect_upstream(int index) {
-    auto& cache = worker_->caches_[static_cast<std::size_t>(index)];
+    auto& cl = *listener_->clusters[static_cast<std::size_t>(index)];
+    auto& cache = cl.cache(worker_->index_);
     const config::cluster& ccfg = cache.owner().config();
     snap_ = cache.hold();
     balance::pick_context ctx;
@@ -423,7 +420,7 @@ class session : public std::enable_shared_from_this<session> {
       }
       l.report(pool::outcome::connect_failure);
       stats_.connect_failures.fetch_add(1, std::memory_order_relaxed);
-      if (shard_) shard_->on_connect_failure(index);
+      if (shard_) shard_->on_connect_failure(static_cast<int>(cl.metrics_slot()));
       SLUICE_LOG(debug, "listener " << listener_->cfg->name << ": connect to " << b->name()
                                     << " failed: " << ec.message());
       // Keep tried ones in front of full ones.
@@ -730,7 +727,7 @@ class session : public std::enable_shared_from_this<session> {
 
 }  // namespace
 
-std::shared_ptr<const listener_state> make_listener_state(
+std::shared_ptr<listener_state> make_listener_state(
     const config::listener& cfg, const std::vector<std::shared_ptr<pool::cluster>>& clusters,
     std::size_t listener_index, const std::shared_ptr<metrics::registry>& metrics) {
   auto index = [&](const std::string& name) {
@@ -743,6 +740,7 @@ std::shared_ptr<const listener_state> make_listener_state(
   st->index = listener_index;
   if (metrics)
     if (auto shared = metrics->tcp_listener(listener_index)) st->stats = std::move(shared);
+  st->clusters = clusters;
   st->cluster = cfg.cluster.empty() ? -1 : index(cfg.cluster);
   if (!cfg.tcp.sni_routes.empty()) {
     std::vector<sni_router::entry> entries;
@@ -752,10 +750,10 @@ std::shared_ptr<const listener_state> make_listener_state(
   return st;
 }
 
-std::shared_ptr<worker_state> make_worker_state(
-    asio::io_context& io, const std::vector<std::shared_ptr<pool::cluster>>& clusters,
-    std::shared_ptr<metrics::registry> metrics, unsigned worker_index) {
-  return std::make_shared<worker_state>(io, clusters, std::move(metrics), worker_index);
+std::shared_ptr<worker_state> make_worker_state(asio::io_context& io,
+                                                std::shared_ptr<metrics::registry> metrics,
+                                                unsigned worker_index) {
+  return std::make_shared<worker_state>(io, std::move(metrics), worker_index);
 }
 
 void start_session(tcp::socket socket, std::shared_ptr<const listener_state> listener,

@@ -150,6 +150,10 @@ void format_json(std::string& out, const access_entry& e) {
   out += version_text(e.version);
   out += "\",\"status\":";
   out += std::to_string(e.status);
+  if (e.grpc_status >= 0) {
+    out += ",\"grpc_status\":";
+    out += std::to_string(e.grpc_status);
+  }
   out += ",\"bytes_sent\":";
   out += std::to_string(e.body_bytes_sent);
   out += ",\"referer\":";

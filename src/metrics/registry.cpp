@@ -117,17 +117,27 @@ class registry::collector : public prometheus::Collectable {
   }
 
   std::vector<MetricFamily> Collect() const override {
+    // The names are copied first: slots may be added while the counters are read.
+    view v;
+    v.names = r_.exported();
+    for (const auto& [i, name] : v.names.clusters) v.cluster_names.emplace(i, name);
     std::vector<MetricFamily> out;
     collect_process(out);
-    collect_listeners(out);
-    collect_tcp(out);
-    collect_clusters(out);
-    collect_backends(out);
-    collect_discovery(out);
+    collect_listeners(out, v);
+    collect_tcp(out, v);
+    collect_clusters(out, v);
+    collect_routes(out, v);
+    collect_backends(out, v);
+    collect_discovery(out, v);
     return out;
   }
 
  private:
+  struct view {
+    exported_names names;
+    std::map<std::size_t, std::string> cluster_names;  ///< exported clusters by slot
+  };
+
   void collect_process(std::vector<MetricFamily>& out) const {
     family_builder info("sluice_build_info", "Build information; always 1.", MetricType::Gauge);
     info.value({{"version", SLUICE_VERSION}}, 1);
@@ -146,7 +156,7 @@ class registry::collector : public prometheus::Collectable {
     out.push_back(std::move(enabled.f));
   }
 
-  void collect_listeners(std::vector<MetricFamily>& out) const {
+  void collect_listeners(std::vector<MetricFamily>& out, const view& v) const {
     family_builder accepted("sluice_downstream_connections_accepted_total",
                             "Downstream connections accepted.", MetricType::Counter);
     family_builder active("sluice_downstream_connections_active",
@@ -158,24 +168,23 @@ class registry::collector : public prometheus::Collectable {
                       "Bytes received from downstream clients.", MetricType::Counter);
     family_builder sent("sluice_downstream_sent_bytes_total", "Bytes sent to downstream clients.",
                         MetricType::Counter);
-    const auto& names = r_.layout_.listeners;
-    for (std::size_t i = 0; i < names.size(); ++i) {
+    for (const auto& [i, name] : v.names.listeners) {
       const auto t = r_.listener(i);
-      accepted.value({{"listener", names[i]}}, static_cast<double>(t.accepted));
-      active.value({{"listener", names[i]}}, static_cast<double>(t.active));
+      accepted.value({{"listener", name}}, static_cast<double>(t.accepted));
+      active.value({{"listener", name}}, static_cast<double>(t.active));
       if (!r_.tcp_counters(i))  // a TCP listener answers no requests
         for (std::size_t c = 0; c < 5; ++c)
-          requests.value({{"code", class_names[c]}, {"listener", names[i]}},
+          requests.value({{"code", class_names[c]}, {"listener", name}},
                          static_cast<double>(t.responses[c]));
-      in.value({{"listener", names[i]}}, static_cast<double>(t.bytes_in));
-      sent.value({{"listener", names[i]}}, static_cast<double>(t.bytes_out));
+      in.value({{"listener", name}}, static_cast<double>(t.bytes_in));
+      sent.value({{"listener", name}}, static_cast<double>(t.bytes_out));
     }
     for (auto* f : {&accepted, &active, &requests, &in, &sent}) out.push_back(std::move(f->f));
   }
 
   // TCP listeners' rare events (shared counters); their bytes and connections are in the
   // downstream families above.
-  void collect_tcp(std::vector<MetricFamily>& out) const {
+  void collect_tcp(std::vector<MetricFamily>& out, const view& v) const {
     family_builder connect("sluice_tcp_upstream_connect_failures_total",
                            "Failed upstream connect attempts of a TCP listener's sessions.",
                            MetricType::Counter);
@@ -183,15 +192,14 @@ class registry::collector : public prometheus::Collectable {
                           "TCP sessions ended by sluice before or instead of a normal close, by "
                           "reason.",
                           MetricType::Counter);
-    const auto& names = r_.layout_.listeners;
-    for (std::size_t i = 0; i < names.size(); ++i) {
+    for (const auto& [i, name] : v.names.listeners) {
       const auto t = r_.tcp_counters(i);
       if (!t) continue;
-      connect.value({{"listener", names[i]}},
+      connect.value({{"listener", name}},
                     static_cast<double>(t->connect_failures.load(std::memory_order_relaxed)));
       for (unsigned k = 0; k < tcp_close_reasons; ++k) {
         const auto reason = static_cast<tcp_close_reason>(k);
-        closed.value({{"listener", names[i]}, {"reason", to_string(reason)}},
+        closed.value({{"listener", name}, {"reason", to_string(reason)}},
                      static_cast<double>(t->closed_by(reason)));
       }
     }
@@ -200,7 +208,7 @@ class registry::collector : public prometheus::Collectable {
     out.push_back(std::move(closed.f));
   }
 
-  void collect_clusters(std::vector<MetricFamily>& out) const {
+  void collect_clusters(std::vector<MetricFamily>& out, const view& v) const {
     family_builder requests("sluice_cluster_requests_total",
                             "Requests routed to the cluster, by status class sent downstream.",
                             MetricType::Counter);
@@ -214,19 +222,38 @@ class registry::collector : public prometheus::Collectable {
                            "Failed TCP connects to the cluster's backends.", MetricType::Counter);
     family_builder retries("sluice_cluster_retries_total",
                            "Requests tried again on another backend.", MetricType::Counter);
-    const auto& names = r_.layout_.clusters;
-    for (std::size_t i = 0; i < names.size(); ++i) {
+    for (const auto& [i, name] : v.names.clusters) {
       const auto t = r_.cluster(i);
       for (std::size_t c = 0; c < 5; ++c)
-        requests.value({{"cluster", names[i]}, {"code", class_names[c]}},
+        requests.value({{"cluster", name}, {"code", class_names[c]}},
                        static_cast<double>(t.responses[c]));
-      duration.histogram({{"cluster", names[i]}}, t.request);
-      upstream.histogram({{"cluster", names[i]}}, t.upstream);
-      connect.value({{"cluster", names[i]}}, static_cast<double>(t.connect_failures));
-      retries.value({{"cluster", names[i]}}, static_cast<double>(t.retries));
+      duration.histogram({{"cluster", name}}, t.request);
+      upstream.histogram({{"cluster", name}}, t.upstream);
+      connect.value({{"cluster", name}}, static_cast<double>(t.connect_failures));
+      retries.value({{"cluster", name}}, static_cast<double>(t.retries));
     }
     for (auto* f : {&requests, &duration, &upstream, &connect, &retries})
       out.push_back(std::move(f->f));
+  }
+
+  // Per configured route of the http listeners (labels bounded by the configuration).
+  void collect_routes(std::vector<MetricFamily>& out, const view& v) const {
+    if (v.names.routes.empty()) return;
+    family_builder requests("sluice_route_requests_total",
+                            "Requests that matched the route, by status class sent downstream.",
+                            MetricType::Counter);
+    family_builder duration("sluice_route_request_duration_seconds",
+                            "Duration of requests that matched the route, as the downstream saw it.",
+                            MetricType::Histogram);
+    for (const auto& [i, name] : v.names.routes) {
+      const auto t = r_.route(i);
+      for (std::size_t c = 0; c < 5; ++c)
+        requests.value({{"code", class_names[c]}, {"listener", name.listener}, {"route", name.route}},
+                       static_cast<double>(t.responses[c]));
+      duration.histogram({{"listener", name.listener}, {"route", name.route}}, t.request);
+    }
+    out.push_back(std::move(requests.f));
+    out.push_back(std::move(duration.f));
   }
 
   // One series per (cluster, backend address): a cluster may list one address twice (each
@@ -240,14 +267,14 @@ class registry::collector : public prometheus::Collectable {
     bool ready = false;
   };
 
-  void collect_backends(std::vector<MetricFamily>& out) const {
+  void collect_backends(std::vector<MetricFamily>& out, const view& v) const {
     constexpr auto r = std::memory_order_relaxed;
     std::map<std::pair<std::size_t, std::string>, backend_row> rows;
     {
       std::lock_guard lock(mutex_);
       if (backends_) {
         backends_([&](const backend_sample& s) {
-          if (!s.backend || s.cluster >= r_.layout_.clusters.size()) return;
+          if (!s.backend || !v.cluster_names.count(s.cluster)) return;
           const auto [it, first] = rows.try_emplace({s.cluster, s.backend->name()});
           auto& row = it->second;
           const auto t = registry::backend(*s.backend);
@@ -314,7 +341,7 @@ class registry::collector : public prometheus::Collectable {
     family_builder weight("sluice_backend_weight", "Configured weight of the backend.",
                           MetricType::Gauge);
     for (const auto& [key, row] : rows) {
-      const std::string& cluster = r_.layout_.clusters[key.first];
+      const std::string& cluster = v.cluster_names.at(key.first);
       const std::string& addr = key.second;
       auto labels = [&] {
         return std::vector<ClientMetric::Label>{{"backend", addr}, {"cluster", cluster}};
@@ -349,7 +376,7 @@ class registry::collector : public prometheus::Collectable {
       out.push_back(std::move(f->f));
   }
 
-  void collect_discovery(std::vector<MetricFamily>& out) const {
+  void collect_discovery(std::vector<MetricFamily>& out, const view& v) const {
     family_builder state("sluice_discovery_state",
                          "State of the cluster's discovery source; 1 for the current state.",
                          MetricType::Gauge);
@@ -380,26 +407,34 @@ class registry::collector : public prometheus::Collectable {
                               "Whole-prefix reads (start, reconnect after compaction or a "
                               "cancelled watch).",
                               MetricType::Counter);
-    const auto& names = r_.layout_.clusters;
-    for (std::size_t i = 0; i < names.size(); ++i) {
-      const auto sample = r_.discovery_source(i);
-      const auto current = sample ? sample->state : r_.discovery(i);
+    for (const auto& [i, name] : v.names.clusters) {
+      std::optional<discovery_sample> sample;
+      bool failed = false;
+      try {
+        sample = r_.discovery_source(i);
+      } catch (...) {  // a probe that throws reads as an error, never takes the scrape down
+        failed = true;
+      }
+      const auto current = sample ? sample->state
+                                  : failed ? discovery_state::error : r_.discovery(i);
       for (auto s : {discovery_state::static_config, discovery_state::connecting,
                      discovery_state::watching, discovery_state::error})
-        state.value({{"cluster", names[i]}, {"state", std::string(to_string(s))}},
+        state.value({{"cluster", name}, {"state", std::string(to_string(s))}},
                     current == s ? 1 : 0);
-      const auto event_age = sample ? sample->last_event_age : r_.discovery_event_age(i);
-      if (event_age) age.value({{"cluster", names[i]}}, *event_age);
+      const auto event_age =
+          sample ? sample->last_event_age : failed ? std::nullopt : r_.discovery_event_age(i);
+      if (event_age) age.value({{"cluster", name}}, *event_age);
+      const auto* slot = r_.discovery_.find(i);
       const auto skipped =
-          sample ? sample->skipped : r_.discovery_[i].invalid.load(std::memory_order_relaxed);
-      invalid.value({{"cluster", names[i]}}, static_cast<double>(skipped));
+          sample ? sample->skipped : slot ? slot->invalid.load(std::memory_order_relaxed) : 0;
+      invalid.value({{"cluster", name}}, static_cast<double>(skipped));
       if (!sample) continue;
-      connected.value({{"cluster", names[i]}}, sample->connected ? 1 : 0);
-      revision.value({{"cluster", names[i]}}, static_cast<double>(sample->revision));
-      endpoints.value({{"cluster", names[i]}}, static_cast<double>(sample->endpoints));
-      updates.value({{"cluster", names[i]}}, static_cast<double>(sample->updates));
-      disconnects.value({{"cluster", names[i]}}, static_cast<double>(sample->disconnects));
-      full_reads.value({{"cluster", names[i]}}, static_cast<double>(sample->full_reads));
+      connected.value({{"cluster", name}}, sample->connected ? 1 : 0);
+      revision.value({{"cluster", name}}, static_cast<double>(sample->revision));
+      endpoints.value({{"cluster", name}}, static_cast<double>(sample->endpoints));
+      updates.value({{"cluster", name}}, static_cast<double>(sample->updates));
+      disconnects.value({{"cluster", name}}, static_cast<double>(sample->disconnects));
+      full_reads.value({{"cluster", name}}, static_cast<double>(sample->full_reads));
     }
     out.push_back(std::move(state.f));
     if (!age.f.metric.empty()) out.push_back(std::move(age.f));
@@ -415,17 +450,21 @@ class registry::collector : public prometheus::Collectable {
 };
 
 registry::registry(layout l)
-    : layout_(std::move(l)),
-      discovery_(std::make_unique<discovery_slot[]>(layout_.clusters.size())),
-      probes_(layout_.clusters.size()),
-      tcp_(layout_.listeners.size()),
+    : enabled_(l.enabled),
       prom_(std::make_shared<prometheus::Registry>()),
       started_(std::chrono::system_clock::now()) {
-  const unsigned n = layout_.workers == 0 ? 1 : layout_.workers;
+  const unsigned n = l.workers == 0 ? 1 : l.workers;
   shards_.reserve(n);
   for (unsigned w = 0; w < n; ++w)
-    shards_.push_back(std::make_unique<worker_shard>(w, layout_.listeners.size(),
-                                                     layout_.clusters.size(), layout_.enabled));
+    shards_.push_back(std::make_unique<worker_shard>(w, 0, 0, enabled_));
+  {
+    std::lock_guard lock(names_mutex_);
+    // Config order: slot i is the i-th name (a name listed twice keeps its first slot).
+    for (const auto& name : l.listeners) slot_of(listeners_, name);
+    for (const auto& name : l.clusters) slot_of(clusters_, name);
+    for (const auto& r : l.routes) slot_of(routes_, r);
+    grow_locked();
+  }
   collector_ = std::make_unique<collector>(*this);
   reload_ = std::make_unique<reload_metrics>(*prom_);
   reload_->last_success.Set(1);
@@ -433,6 +472,94 @@ registry::registry(layout l)
 }
 
 registry::~registry() = default;
+
+template <class Key, class Find>
+std::size_t registry::slot_of(name_table<Key>& t, const Find& key) {
+  if (auto it = t.slots.find(key); it != t.slots.end()) return it->second;
+  const std::size_t slot = t.names.size();
+  t.names.push_back(Key(key));
+  t.exported.push_back(true);
+  t.slots.emplace(t.names.back(), slot);
+  return slot;
+}
+
+// Makes every slot named so far exist everywhere, before the caller can hand it to a worker.
+void registry::grow_locked() {
+  for (auto& s : shards_) s->grow(listeners_.names.size(), clusters_.names.size(), routes_.names.size());
+  discovery_.grow(clusters_.names.size());
+  std::lock_guard lock(sources_mutex_);
+  if (probes_.size() < clusters_.names.size()) probes_.resize(clusters_.names.size());
+  if (tcp_.size() < listeners_.names.size()) tcp_.resize(listeners_.names.size());
+}
+
+std::size_t registry::listener_slot(std::string_view name) {
+  std::lock_guard lock(names_mutex_);
+  const auto slot = slot_of(listeners_, std::string(name));
+  grow_locked();
+  return slot;
+}
+
+std::size_t registry::cluster_slot(std::string_view name) {
+  std::lock_guard lock(names_mutex_);
+  const auto slot = slot_of(clusters_, std::string(name));
+  grow_locked();
+  return slot;
+}
+
+std::size_t registry::route_slot(std::string_view listener, std::string_view route) {
+  std::lock_guard lock(names_mutex_);
+  const auto slot = slot_of(routes_, route_name{std::string(listener), std::string(route)});
+  grow_locked();
+  return slot;
+}
+
+void registry::retain(const layout& current) {
+  std::lock_guard lock(names_mutex_);
+  // Names new to the registry are exported by slot_of; the flags below decide for all.
+  std::vector<bool> listeners(listeners_.names.size() + current.listeners.size());
+  std::vector<bool> clusters(clusters_.names.size() + current.clusters.size());
+  std::vector<bool> routes(routes_.names.size() + current.routes.size());
+  for (const auto& name : current.listeners) listeners[slot_of(listeners_, name)] = true;
+  for (const auto& name : current.clusters) clusters[slot_of(clusters_, name)] = true;
+  for (const auto& r : current.routes) routes[slot_of(routes_, r)] = true;
+  grow_locked();
+  for (std::size_t i = 0; i < listeners_.names.size(); ++i) listeners_.exported[i] = listeners[i];
+  for (std::size_t i = 0; i < routes_.names.size(); ++i) routes_.exported[i] = routes[i];
+  std::vector<discovery_probe> dropped;  // destroyed outside the lock
+  {
+    std::lock_guard sources(sources_mutex_);
+    for (std::size_t i = 0; i < clusters_.names.size(); ++i) {
+      clusters_.exported[i] = clusters[i];
+      if (!clusters[i] && probes_[i]) {
+        dropped.push_back(std::move(probes_[i]));
+        probes_[i] = nullptr;
+      }
+    }
+  }
+}
+
+registry::exported_names registry::exported() const {
+  exported_names out;
+  std::lock_guard lock(names_mutex_);
+  for (std::size_t i = 0; i < listeners_.names.size(); ++i)
+    if (listeners_.exported[i]) out.listeners.emplace_back(i, listeners_.names[i]);
+  for (std::size_t i = 0; i < clusters_.names.size(); ++i)
+    if (clusters_.exported[i]) out.clusters.emplace_back(i, clusters_.names[i]);
+  for (std::size_t i = 0; i < routes_.names.size(); ++i)
+    if (routes_.exported[i]) out.routes.emplace_back(i, routes_.names[i]);
+  return out;
+}
+
+layout registry::shape() const {
+  layout out;
+  out.workers = workers();
+  out.enabled = enabled_;
+  std::lock_guard lock(names_mutex_);
+  out.listeners = listeners_.names;
+  out.clusters = clusters_.names;
+  out.routes = routes_.names;
+  return out;
+}
 
 void registry::set_backends(backend_enumerator e) { collector_->set_backends(std::move(e)); }
 
@@ -443,14 +570,23 @@ std::shared_ptr<tcp_listener_counters> registry::tcp_listener(std::size_t listen
   return tcp_[listener];
 }
 
+void registry::forget_tcp_listener(std::size_t listener) {
+  std::lock_guard lock(sources_mutex_);
+  if (listener < tcp_.size()) tcp_[listener] = nullptr;
+}
+
 std::shared_ptr<const tcp_listener_counters> registry::tcp_counters(std::size_t listener) const {
   std::lock_guard lock(sources_mutex_);
   return listener < tcp_.size() ? tcp_[listener] : nullptr;
 }
 
 void registry::set_discovery_source(std::size_t cluster, discovery_probe probe) {
+  discovery_probe old;  // destroyed outside the lock
   std::lock_guard lock(sources_mutex_);
-  if (cluster < probes_.size()) probes_[cluster] = std::move(probe);
+  if (cluster < probes_.size()) {
+    old = std::move(probes_[cluster]);
+    probes_[cluster] = std::move(probe);
+  }
 }
 
 std::optional<discovery_sample> registry::discovery_source(std::size_t cluster) const {
@@ -460,38 +596,38 @@ std::optional<discovery_sample> registry::discovery_source(std::size_t cluster) 
 }
 
 void registry::set_discovery_state(std::size_t cluster, discovery_state s) noexcept {
-  if (cluster < layout_.clusters.size())
-    discovery_[cluster].state.store(static_cast<int>(s), std::memory_order_relaxed);
+  if (auto* d = discovery_.find(cluster)) d->state.store(static_cast<int>(s), std::memory_order_relaxed);
 }
 
 void registry::on_discovery_event(std::size_t cluster) noexcept {
-  if (cluster < layout_.clusters.size())
-    discovery_[cluster].last_event_ns.store(steady_now_ns(), std::memory_order_relaxed);
+  if (auto* d = discovery_.find(cluster))
+    d->last_event_ns.store(steady_now_ns(), std::memory_order_relaxed);
 }
 
 void registry::on_discovery_invalid_entry(std::size_t cluster) noexcept {
-  if (cluster < layout_.clusters.size())
-    discovery_[cluster].invalid.fetch_add(1, std::memory_order_relaxed);
+  if (auto* d = discovery_.find(cluster)) d->invalid.fetch_add(1, std::memory_order_relaxed);
 }
 
 discovery_state registry::discovery(std::size_t cluster) const noexcept {
-  if (cluster >= layout_.clusters.size()) return discovery_state::static_config;
+  const auto* d = discovery_.find(cluster);
+  if (!d) return discovery_state::static_config;
   try {
     if (auto s = discovery_source(cluster)) return s->state;
   } catch (...) {  // a probe that throws reads as an error, never takes the scrape down
     return discovery_state::error;
   }
-  return static_cast<discovery_state>(discovery_[cluster].state.load(std::memory_order_relaxed));
+  return static_cast<discovery_state>(d->state.load(std::memory_order_relaxed));
 }
 
 std::optional<double> registry::discovery_event_age(std::size_t cluster) const noexcept {
-  if (cluster >= layout_.clusters.size()) return std::nullopt;
+  const auto* d = discovery_.find(cluster);
+  if (!d) return std::nullopt;
   try {
     if (auto s = discovery_source(cluster)) return s->last_event_age;
   } catch (...) {
     return std::nullopt;
   }
-  const auto t = discovery_[cluster].last_event_ns.load(std::memory_order_relaxed);
+  const auto t = d->last_event_ns.load(std::memory_order_relaxed);
   if (t < 0) return std::nullopt;
   const auto age = steady_now_ns() - t;
   return age > 0 ? static_cast<double>(age) / 1e9 : 0.0;
@@ -533,6 +669,17 @@ registry::cluster_totals registry::cluster(std::size_t i) const {
     t.retries += c.retries.load(std::memory_order_relaxed);
     t.request.add(c.request);
     t.upstream.add(c.upstream);
+  }
+  return t;
+}
+
+registry::route_totals registry::route(std::size_t i) const {
+  route_totals t;
+  for (const auto& s : shards_) {
+    if (i >= s->routes()) continue;
+    const auto& r = s->route(i);
+    for (std::size_t k = 0; k < 5; ++k) t.responses[k] += r.responses[k].load(std::memory_order_relaxed);
+    t.request.add(r.request);
   }
   return t;
 }

@@ -1,11 +1,16 @@
 #include "net/runtime.hpp"
 
+#include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <csignal>
 #include <cstring>
 #include <mutex>
 #include <system_error>
 #include <thread>
+
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/post.hpp>
@@ -23,46 +28,161 @@ using reuse_port = asio::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT
 
 namespace {
 
-// One acceptor on one worker. Accepts with a callback loop (no coroutine frame per accept);
-// on resource exhaustion (EMFILE, ENFILE, ENOBUFS) it pauses briefly instead of spinning.
+// Asio keeps in a socket's private state whether the fd is non-blocking (for its reactor, and
+// as the user's choice for synchronous operations) and issues ioctl(FIONBIO) before the first
+// asynchronous operation, and on every non_blocking(true), when it does not know. A socket from
+// accept4(SOCK_NONBLOCK) already is, so the state is set directly: a pointer to the protected
+// member, taken through a derived class, may be applied to any tcp::socket.
+struct socket_state_access : tcp::socket {
+  static auto member() { return &socket_state_access::impl_; }
+};
+
+// Wraps an fd just returned by accept4(SOCK_NONBLOCK | SOCK_CLOEXEC) in `socket` without any
+// further syscall than the reactor registration.
+void adopt_accepted(tcp::socket& socket, const tcp& protocol, int fd,
+                    boost::system::error_code& ec) {
+  socket.assign(protocol, fd, ec);
+  if (ec) return;
+#if !defined(BOOST_ASIO_HAS_IO_URING_AS_DEFAULT) && !defined(BOOST_ASIO_WINDOWS)
+  namespace ops = asio::detail::socket_ops;
+  auto& state = (socket.*socket_state_access::member()).get_implementation().state_;
+  // Non-blocking for Asio's reactor and for synchronous operations alike (non_blocking() is
+  // true): the fd is O_NONBLOCK already.
+  state |= ops::internal_non_blocking | ops::user_set_non_blocking;
+  // assign() assumes the fd might be a dup() and then deregisters it from epoll explicitly on
+  // close; a fresh accept4 fd is not, so closing it removes it from epoll by itself.
+  state &= static_cast<ops::state_type>(~ops::possible_dup);
+#else
+  socket.non_blocking(true, ec);
+#endif
+}
+
+// One acceptor on one worker. Waits for readability, then accepts with accept4(SOCK_NONBLOCK |
+// SOCK_CLOEXEC) until the backlog is empty or a batch is done: no ioctl per connection, and
+// accepted sockets are not inherited by an exec (binary upgrade). On resource exhaustion
+// (EMFILE, ENFILE, ENOBUFS, ENOMEM) it pauses briefly instead of spinning, logging once per
+// episode. Used on its worker's thread only, except name() and fd() (any thread).
 class acceptor_loop : public std::enable_shared_from_this<acceptor_loop> {
  public:
   acceptor_loop(asio::io_context& io, unsigned worker, tcp::acceptor acceptor,
                 const listen_spec& spec)
-      : worker_(worker), acceptor_(std::move(acceptor)), backoff_(io), spec_(spec) {}
-
-  void start() { accept(); }
-  void close() {
+      : worker_(worker),
+        acceptor_(std::move(acceptor)),
+        protocol_(protocol_of(acceptor_)),
+        fd_(acceptor_.native_handle()),
+        backoff_(io),
+        spec_(spec) {
+    // accept4 must never block the worker; Asio would only set this at the first async_wait.
     boost::system::error_code ignored;
+    acceptor_.non_blocking(true, ignored);
+  }
+
+  void start() { accept_batch(); }
+  const std::string& name() const noexcept { return spec_.name; }
+  /// The listening socket while open, else -1.
+  int fd() const noexcept { return open_.load(std::memory_order_acquire) ? fd_ : -1; }
+  /// Closes the listening socket in this process only: never shutdown(), which would break it
+  /// for another process holding the same socket (binary upgrade).
+  void close() {
     closed_ = true;
-    acceptor_.close(ignored);
+    open_.store(false, std::memory_order_release);
+    // release() takes the socket out of epoll explicitly: after close() alone it would stay
+    // registered while another process (an upgrade's successor) holds the same socket, and
+    // this worker would keep waking up for connections that are not its own.
+    boost::system::error_code ec;
+    const int fd = acceptor_.release(ec);
+    if (!ec && fd >= 0) ::close(fd);
     backoff_.cancel();
   }
 
  private:
-  void accept() {
-    acceptor_.async_accept([self = shared_from_this()](boost::system::error_code ec,
-                                                       tcp::socket socket) {
-      if (self->closed_) return;
-      if (!ec) {
-        self->spec_.on_accept(self->worker_, std::move(socket));
-        self->accept();
-        return;
+  static constexpr int batch = 64;  // accepts before letting the worker's other work run
+
+  static tcp protocol_of(const tcp::acceptor& a) {
+    boost::system::error_code ec;
+    const auto ep = a.local_endpoint(ec);
+    return !ec && ep.protocol() == tcp::v6() ? tcp::v6() : tcp::v4();
+  }
+
+  void wait() {
+    acceptor_.async_wait(tcp::acceptor::wait_read,
+                         [self = shared_from_this()](boost::system::error_code ec) {
+                           if (self->closed_ || ec == asio::error::operation_aborted) return;
+                           if (ec) return self->pause(ec.value(), "wait");
+                           self->accept_batch();
+                         });
+  }
+
+  void accept_batch() {
+    if (closed_) return;
+    for (int i = 0; i < batch; ++i) {
+      const int fd = ::accept4(fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd < 0) {
+        const int err = errno;
+        switch (err) {
+          case EAGAIN:
+#if EAGAIN != EWOULDBLOCK
+          case EWOULDBLOCK:
+#endif
+            return wait();
+          // The connection went away before we took it, or a network error on it (accept(2)
+          // says to treat these like EAGAIN and retry): next one.
+          case EINTR:
+          case ECONNABORTED:
+          case EPROTO:
+          case EPERM:
+          case ENETDOWN:
+          case ENOPROTOOPT:
+          case EHOSTDOWN:
+          case ENONET:
+          case EHOSTUNREACH:
+          case EOPNOTSUPP:
+          case ENETUNREACH:
+            continue;
+          default:
+            return pause(err, "accept");
+        }
       }
-      if (ec == asio::error::operation_aborted) return;
-      SLUICE_LOG(warn, "accept on listener " << self->spec_.name << ": " << ec.message());
-      self->backoff_.expires_after(std::chrono::milliseconds(50));
-      self->backoff_.async_wait([self](boost::system::error_code wec) {
-        if (!wec && !self->closed_) self->accept();
-      });
+      exhausted_ = false;
+      tcp::socket socket(acceptor_.get_executor());
+      boost::system::error_code ec;
+      adopt_accepted(socket, protocol_, fd, ec);
+      if (ec) {
+        ::close(fd);
+        SLUICE_LOG(warn, "accept on listener " << spec_.name << ": " << ec.message());
+        continue;
+      }
+      spec_.on_accept(worker_, std::move(socket));
+      if (closed_) return;
+    }
+    // More may be queued, and edge-triggered epoll will not say so again: continue after the
+    // worker's other ready handlers.
+    asio::post(acceptor_.get_executor(), [self = shared_from_this()] { self->accept_batch(); });
+  }
+
+  void pause(int err, const char* what) {
+    const bool exhaustion = err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM;
+    if (!exhaustion || !exhausted_) {
+      SLUICE_LOG(warn, what << " on listener " << spec_.name << ": " << std::strerror(err)
+                            << (exhaustion ? "; pausing accepts (logged once until one succeeds)"
+                                           : "; retrying shortly"));
+    }
+    exhausted_ = exhaustion;
+    backoff_.expires_after(std::chrono::milliseconds(exhaustion ? 100 : 50));
+    backoff_.async_wait([self = shared_from_this()](boost::system::error_code wec) {
+      if (!wec && !self->closed_) self->accept_batch();
     });
   }
 
   unsigned worker_;
   tcp::acceptor acceptor_;
+  tcp protocol_;
+  int fd_;
   asio::steady_timer backoff_;
   listen_spec spec_;
   bool closed_ = false;
+  bool exhausted_ = false;
+  std::atomic<bool> open_{true};
 };
 
 tcp::endpoint to_endpoint(const core::address& a, std::uint16_t port_override) {
@@ -76,6 +196,8 @@ tcp::endpoint to_endpoint(const core::address& a, std::uint16_t port_override) {
 }  // namespace
 
 struct runtime::impl {
+  std::unique_ptr<asio::signal_set> stop_signals, other_signals;
+  std::mutex mutex;  // guards acceptors: listen/unlisten (control) vs. drain (workers)
   std::vector<std::vector<std::shared_ptr<acceptor_loop>>> acceptors;  // [worker][listener]
   std::atomic<bool> draining{false};
 };
@@ -89,13 +211,45 @@ runtime::runtime(unsigned workers) : impl_(std::make_unique<impl>()) {
   for (unsigned i = 0; i < workers; ++i)
     ios_.push_back(std::make_unique<asio::io_context>(BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO));
   impl_->acceptors.resize(workers);
+  // Signals are caught from here on: one that arrives before run() (say, SIGTERM right after
+  // READY=1) waits in the set instead of killing the process with its default action.
+  impl_->stop_signals =
+      std::make_unique<asio::signal_set>(control_, SIGTERM, SIGINT, SIGQUIT);
+  impl_->other_signals = std::make_unique<asio::signal_set>(control_, SIGHUP, SIGUSR1);
 }
 
 runtime::~runtime() = default;
 
 std::uint16_t runtime::listen(const listen_spec& spec) {
+  // Every socket is ready before any starts accepting, so a failure leaves nothing behind.
+  std::vector<std::pair<unsigned, tcp::acceptor>> made;
   std::uint16_t port = spec.address.port();
-  for (unsigned w = 0; w < workers(); ++w) {
+  // Inherited sockets (binary upgrade) first, spread over the workers: with fewer workers than
+  // sockets some workers accept on several, with more the others bind below.
+  const auto& inherited = spec.inherited_fds;
+  for (std::size_t i = 0; i < inherited.size(); ++i) {
+    const unsigned w = static_cast<unsigned>(i % workers());
+    tcp::acceptor acc(*ios_[w]);
+    boost::system::error_code ec;
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    if (::getsockname(inherited[i], reinterpret_cast<sockaddr*>(&ss), &len) != 0)
+      ec.assign(errno, boost::system::system_category());
+    else if (ss.ss_family != spec.address.storage.ss_family)
+      ec = asio::error::address_family_not_supported;
+    else
+      acc.assign(ss.ss_family == AF_INET6 ? tcp::v6() : tcp::v4(), inherited[i], ec);
+    if (ec) {
+      // The failed one and the rest are still ours to close; earlier ones belong to `made`.
+      for (std::size_t j = i; j < inherited.size(); ++j) ::close(inherited[j]);
+      throw std::system_error(ec.value(), std::generic_category(),
+                              "listener " + spec.name + ": cannot use the inherited socket for " +
+                                  spec.address.text);
+    }
+    port = acc.local_endpoint().port();
+    made.emplace_back(w, std::move(acc));
+  }
+  for (unsigned w = static_cast<unsigned>(made.size()); w < workers(); ++w) {
     auto ep = to_endpoint(spec.address, port);
     tcp::acceptor acc(*ios_[w]);
     boost::system::error_code ec;
@@ -111,11 +265,58 @@ std::uint16_t runtime::listen(const listen_spec& spec) {
     }
     // Port 0: the first worker's bind chooses; the others join that port.
     if (port == 0) port = acc.local_endpoint().port();
+    made.emplace_back(w, std::move(acc));
+  }
+  for (auto& [w, acc] : made) {
     auto loop = std::make_shared<acceptor_loop>(*ios_[w], w, std::move(acc), spec);
-    impl_->acceptors[w].push_back(loop);
+    {
+      std::lock_guard lock(impl_->mutex);
+      impl_->acceptors[w].push_back(loop);
+    }
     asio::post(*ios_[w], [loop] { loop->start(); });
   }
   return port;
+}
+
+std::vector<listener_fds> runtime::listening_fds() const {
+  std::vector<listener_fds> out;
+  std::lock_guard lock(impl_->mutex);
+  if (impl_->draining.load()) return out;
+  for (const auto& per_worker : impl_->acceptors) {
+    for (const auto& a : per_worker) {
+      const int fd = a->fd();
+      if (fd < 0) continue;
+      auto it = std::find_if(out.begin(), out.end(),
+                             [&](const listener_fds& l) { return l.name == a->name(); });
+      if (it == out.end()) it = out.insert(out.end(), listener_fds{a->name(), {}});
+      it->fds.push_back(fd);
+    }
+  }
+  return out;
+}
+
+bool runtime::draining() const noexcept { return impl_->draining.load(); }
+
+void runtime::unlisten(const std::string& name) {
+  for (unsigned w = 0; w < workers(); ++w) {
+    std::vector<std::shared_ptr<acceptor_loop>> gone;
+    {
+      std::lock_guard lock(impl_->mutex);
+      auto& v = impl_->acceptors[w];
+      for (auto it = v.begin(); it != v.end();) {
+        if ((*it)->name() == name) {
+          gone.push_back(std::move(*it));
+          it = v.erase(it);
+        } else {
+          ++it;
+        }
+      }
+    }
+    if (!gone.empty())
+      asio::post(*ios_[w], [gone = std::move(gone)] {
+        for (auto& a : gone) a->close();
+      });
+  }
 }
 
 void runtime::stop() {
@@ -124,7 +325,12 @@ void runtime::stop() {
     SLUICE_LOG(info, "draining: stopped accepting, waiting for in-flight requests");
     for (unsigned w = 0; w < workers(); ++w) {
       asio::post(*ios_[w], [this, w] {
-        for (auto& a : impl_->acceptors[w]) a->close();
+        std::vector<std::shared_ptr<acceptor_loop>> list;
+        {
+          std::lock_guard lock(impl_->mutex);
+          list = impl_->acceptors[w];
+        }
+        for (auto& a : list) a->close();
       });
     }
     if (on_drain_) on_drain_();
@@ -136,8 +342,8 @@ int runtime::run(std::chrono::milliseconds drain_timeout) {
   std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards;
   for (auto& io : ios_) guards.push_back(asio::make_work_guard(*io));
 
-  asio::signal_set stop_signals(control_, SIGTERM, SIGINT, SIGQUIT);
-  asio::signal_set other_signals(control_, SIGHUP, SIGUSR1);
+  auto& stop_signals = *impl_->stop_signals;
+  auto& other_signals = *impl_->other_signals;
   std::function<void(boost::system::error_code, int)> on_other =
       [&](boost::system::error_code ec, int sig) {
         if (ec) return;

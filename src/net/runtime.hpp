@@ -16,7 +16,9 @@
 
 namespace sluice::net {
 
-/// Called on the accepting worker's thread with the new connection.
+/// Called on the accepting worker's thread with the new connection. The socket is in
+/// non-blocking mode (`non_blocking()` is true: synchronous operations return would_block) and
+/// close-on-exec.
 using accept_handler =
     std::function<void(unsigned worker, boost::asio::ip::tcp::socket socket)>;
 
@@ -24,6 +26,17 @@ struct listen_spec {
   std::string name;
   core::address address;  ///< port 0: the kernel picks one port, shared by every worker
   accept_handler on_accept;
+  /// Listening sockets taken over from a previous process (binary upgrade), already bound to
+  /// `address` (same family; their port wins over address's). `listen` owns them from the
+  /// call on, even when it throws. Spread over the workers; workers left without one bind
+  /// their own SO_REUSEPORT socket on the same port.
+  std::vector<int> inherited_fds;
+};
+
+/// A listener's open listening sockets (one per worker, or as inherited).
+struct listener_fds {
+  std::string name;
+  std::vector<int> fds;
 };
 
 /// Runs N workers. Every listener gets one acceptor per worker bound with SO_REUSEPORT, so the
@@ -43,6 +56,15 @@ class runtime {
   /// Binds the listener on every worker; returns the bound port or throws std::system_error
   /// with a message naming the address.
   std::uint16_t listen(const listen_spec& spec);
+  /// Stops accepting on the listener named `name` (every worker) and closes its sockets;
+  /// connections already accepted are not touched. Thread-safe; a no-op for unknown names.
+  void unlisten(const std::string& name);
+  /// The listening sockets of every listener, by name, in listen order; empty once draining.
+  /// The descriptors stay owned by the runtime and valid until that listener is closed (by
+  /// unlisten or the drain). Thread-safe.
+  std::vector<listener_fds> listening_fds() const;
+  /// True once the drain has started (stop() or a stop signal).
+  bool draining() const noexcept;
 
   /// Called on the control thread when SIGTERM/SIGINT/SIGQUIT arrives (after acceptors are
   /// closed). It must arrange for `active()` to reach zero; `run()` returns when it does or

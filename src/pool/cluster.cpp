@@ -36,11 +36,19 @@ struct cluster::failure_feed final : core::backend_observer {
   failure_streak_handler handler;
 };
 
-cluster::cluster(config::cluster cfg) : cfg_(std::move(cfg)) {
+cluster::cluster(config::cluster cfg, unsigned workers, const cluster* predecessor)
+    : cfg_(std::move(cfg)), workers_(std::max(workers, 1u)) {
+  caches_.reserve(workers_);
+  for (unsigned w = 0; w < workers_; ++w) caches_.emplace_back(*this);
   if (cfg_.outlier.enabled)
     feed_ = std::make_shared<failure_feed>(cfg_.outlier.count_mask,
                                            std::max<std::uint32_t>(cfg_.outlier.consecutive, 1));
-  publish({}, clock::now());
+  std::vector<core::backend_ptr> inherited;
+  if (predecessor) {
+    inherited = predecessor->current()->backends;
+    for (auto& b : inherited) b->set_observer(feed_);  // null without `outlier`: detaches
+  }
+  publish(std::move(inherited), clock::now());
 }
 
 cluster::~cluster() = default;

@@ -176,8 +176,14 @@ class AdminTest(h.SluiceTestCase):
         self.assertEqual(admin_post(self.admin, "/backends/main/127.0.0.1:1/drain").status, 404)
         self.assertEqual(admin_post(self.admin, "/backends/nope/127.0.0.1:1/drain").status, 404)
 
-    def test_reload_not_implemented(self):
-        self.assertEqual(admin_post(self.admin, "/reload").status, 501)
+    def test_reload_of_the_same_file(self):
+        r = admin_post(self.admin, "/reload")
+        self.assertEqual(r.status, 200, r.body)
+        body = json.loads(r.body)
+        self.assertTrue(body["ok"], body)
+        self.assertEqual(body["changes"], [], body)
+        self.assertEqual(body["errors"], [], body)
+        self.assertEqual(h.get(self.sluice.port, "/").status, 200)
 
     def test_real_prometheus_scrapes_sluice(self):
         prometheus = shutil.which("prometheus")

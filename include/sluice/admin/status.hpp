@@ -22,6 +22,9 @@ struct status_inputs {
   std::span<const std::shared_ptr<pool::cluster>> clusters;  ///< config order
   const metrics::registry* metrics = nullptr;                ///< null: no traffic figures
   std::span<const std::uint16_t> listener_ports;  ///< bound ports, config order; may be empty
+  /// Metrics slot of each listener, config order; empty: the position is the slot. (A
+  /// cluster's slot is its own metrics_slot(), or its position when unset.)
+  std::span<const std::size_t> listener_slots;
   bool draining = false;
   std::chrono::system_clock::time_point started{};
 };
@@ -31,8 +34,9 @@ struct status_inputs {
 /// inconsistent inputs (e.g. fewer clusters than configured): missing parts are left out.
 boost::json::value status(const status_inputs& in);
 
-/// The current backends of every cluster, for metrics::registry::set_backends (the index of a
-/// cluster in `clusters` is its metrics index). The enumerator keeps `clusters` alive.
+/// The current backends of every cluster, for metrics::registry::set_backends (a cluster's
+/// metrics index is its metrics_slot(), or its position in `clusters` when unset). The
+/// enumerator keeps `clusters` alive.
 metrics::backend_enumerator backend_enumerator(std::vector<std::shared_ptr<pool::cluster>> clusters);
 
 }  // namespace sluice::admin

@@ -101,6 +101,16 @@ struct upstream_pool {
   duration idle_timeout = 60s;  ///< an idle pooled connection is closed after this
 };
 
+/// TLS toward the backends of a `protocol: h2` cluster (the cluster's `tls:` block). ALPN
+/// offers h2 only.
+struct upstream_tls {
+  std::string ca;           ///< PEM file of the trusted CAs; empty: the system's trusted roots
+  std::string server_name;  ///< SNI and the name verified; empty: each endpoint's host
+  bool verify = true;       ///< verify the backend's certificate (chain and name)
+  std::string cert;         ///< PEM client certificate (with `key`), for backends asking one
+  std::string key;
+};
+
 struct cluster {
   std::string name;
   policy_kind policy = policy_kind::round_robin;
@@ -118,6 +128,8 @@ struct cluster {
   /// Open TCP connections allowed per backend (tcp listeners, counted across workers);
   /// 0 = unlimited. A full backend is skipped like an excluded one.
   std::uint32_t max_connections_per_backend = 0;
+  /// protocol h2 only (always set there, defaults included); unset for http1 and h2c.
+  std::optional<upstream_tls> tls;
 };
 
 struct route_match {
@@ -136,6 +148,9 @@ struct route {
   route_match match;
   std::string cluster;                   ///< empty when `direct` is set
   std::optional<direct_response> direct;
+  /// The `route` label of its metrics, unique per listener; empty: derived from the match
+  /// (see route_label.hpp).
+  std::string name;
 };
 
 struct listener_timeouts {
@@ -197,6 +212,28 @@ struct http2_options {
   duration max_connection_age = 0ms; ///< then a graceful GOAWAY; 0 = unlimited
 };
 
+/// One certificate of a TLS listener, with the names it is chosen for. The loader resolves
+/// relative paths against the configuration file's directory.
+struct tls_certificate {
+  std::string cert;  ///< PEM file: the certificate, then its chain
+  std::string key;   ///< PEM file: its unencrypted private key
+  /// SNI names served with this certificate: "a.example.com" exact, "*.example.com" (one more
+  /// label). Empty: the certificate's own DNS names (subjectAltName, else its CN), read when the
+  /// listener's TLS contexts are built.
+  std::vector<std::string> server_names;
+};
+
+/// TLS termination on an http listener (the `tls:` block).
+struct tls_options {
+  /// At least one; the first answers clients without SNI or with a name no other one claims.
+  std::vector<tls_certificate> certificates;
+  std::vector<std::string> alpn{"h2", "http/1.1"};  ///< offered in this order of preference
+  enum class version { tls1_2, tls1_3 };
+  version min_version = version::tls1_2;
+  std::string ciphers;  ///< TLS 1.2 cipher list (OpenSSL syntax); empty: ECDHE with AEAD only
+  duration handshake_timeout = 10s;
+};
+
 struct listener {
   std::string name;
   std::string address;  ///< "host:port"; port 0 lets the kernel choose
@@ -208,6 +245,7 @@ struct listener {
   listener_limits limits;
   http2_options http2;     ///< http only
   bool forwarded = false;  ///< also add an RFC 7239 Forwarded header
+  std::optional<tls_options> tls;  ///< http only; unset: cleartext
 };
 
 struct access_log {
@@ -235,6 +273,9 @@ struct config {
   std::string file;  ///< where it was loaded from
   std::uint32_t workers = 0;  ///< 0 = one per core ("auto")
   duration drain_timeout = 30s;
+  /// Unix socket where the running process hands its listening sockets to `sluice --upgrade`
+  /// (binary upgrade). Empty: off.
+  std::string upgrade_socket;
   ::sluice::config::admin admin;  // qualified: a member may not change what `admin` means here
   ::sluice::config::metrics metrics;
   logging log;

@@ -132,10 +132,13 @@ class backend : public std::enable_shared_from_this<backend> {
       health_.consecutive_failures.store(0, std::memory_order_relaxed);
   }
   void note_failure(outcome o) noexcept {
-    if (observer_) observer_->on_failure(*this, o);
+    if (auto obs = observer_.load(std::memory_order_acquire)) obs->on_failure(*this, o);
   }
-  /// Set by the owning cluster before the backend is published; not changed afterwards.
-  void set_observer(std::shared_ptr<backend_observer> o) noexcept { observer_ = std::move(o); }
+  /// Set by the owning cluster; a reloaded cluster that takes the backend over sets its own
+  /// while workers may be reporting (hence atomic; loaded only on failures).
+  void set_observer(std::shared_ptr<backend_observer> o) noexcept {
+    observer_.store(std::move(o), std::memory_order_release);
+  }
   /// Takes over the health verdicts of `other`, the backend this one replaces after a weight
   /// change. Control plane only, before this backend is published.
   void copy_health_from(const backend& other) noexcept;
@@ -161,7 +164,7 @@ class backend : public std::enable_shared_from_this<backend> {
   std::atomic<std::uint32_t> active_{0};
   backend_stats stats_;
   backend_health health_;
-  std::shared_ptr<backend_observer> observer_;
+  std::atomic<std::shared_ptr<backend_observer>> observer_;
   backend_worker_stats* make_worker_stats(unsigned worker);
   // Read by every worker, written once per worker: kept off the line of the hot counters.
   alignas(64) std::array<std::atomic<backend_worker_stats*>, max_workers> per_worker_{};

@@ -20,10 +20,11 @@ bool token_list_contains(std::string_view list, std::string_view token) noexcept
 /// GET, HEAD, OPTIONS, PUT, DELETE, TRACE (RFC 9110 §9.2.2; method names are case-sensitive).
 bool is_idempotent(std::string_view method) noexcept;
 
-/// Appends one RFC 7239 forwarded-element: `for=<ip>;host="<host>";proto=http`. IPv6
-/// addresses are written `for="[::1]"`; an empty host is left out.
+/// Appends one RFC 7239 forwarded-element: `for=<ip>;host="<host>";proto=<proto>` (proto is
+/// "http" or "https", the scheme the client used). IPv6 addresses are written `for="[::1]"`; an
+/// empty host is left out.
 void append_forwarded_element(std::string& out, std::string_view client_ip,
-                              std::string_view host);
+                              std::string_view host, std::string_view proto = "http");
 
 /// A Host value we accept (RFC 9110 §7.2: uri-host [":" port]): non-empty, no whitespace,
 /// control characters, '/', '?', '#', '@' or ','; a bracketed IPv6 literal or a reg-name/IPv4,

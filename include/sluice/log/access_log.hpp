@@ -17,6 +17,7 @@ struct access_entry {
   std::string_view target;
   unsigned version = 11;  ///< 10, 11, 20
   unsigned status = 0;
+  int grpc_status = -1;  ///< gRPC calls: the grpc-status sent (JSON format only); < 0: none
   std::uint64_t body_bytes_sent = 0;
   std::string_view referer;
   std::string_view user_agent;

@@ -42,6 +42,28 @@ struct endpoint {
   std::uint32_t weight = 1;
 };
 
+class cluster;
+
+/// Per-worker view of one cluster: re-reads the shared snapshot only when its version moved,
+/// so the request path does one relaxed-acquire load and no locking in the steady state.
+/// Each worker uses only its own (see cluster::cache), so it needs no synchronisation.
+class alignas(64) snapshot_cache {
+ public:
+  explicit snapshot_cache(const cluster& c) : cluster_(&c) {}
+  inline const snapshot& get();
+  /// Keeps the snapshot alive for the caller (e.g. across an async request).
+  std::shared_ptr<const snapshot> hold() {
+    get();
+    return snap_;
+  }
+  const cluster& owner() const noexcept { return *cluster_; }
+
+ private:
+  const cluster* cluster_;
+  std::uint64_t seen_ = ~std::uint64_t{0};
+  std::shared_ptr<const snapshot> snap_;
+};
+
 /// Owns the backends of one cluster. update() runs on the control plane; current() is read by
 /// workers through a `snapshot_cache`. Backends that survive an update keep their objects
 /// (counters, active count, health) as long as their address and weight are unchanged; a
@@ -60,8 +82,23 @@ class cluster {
   /// it is meant to post the decision to the control plane.
   using failure_streak_handler = std::function<void(core::backend_ptr)>;
 
-  explicit cluster(config::cluster cfg);
+  /// `workers`: how many per-worker snapshot caches to make (see cache()). With a
+  /// `predecessor` (the cluster of the same name before a configuration reload), backends at
+  /// the same address and weight are taken over as they are (health, counters, pooled
+  /// connections keyed by them stay valid); the predecessor should no longer be updated.
+  explicit cluster(config::cluster cfg, unsigned workers = 1,
+                   const cluster* predecessor = nullptr);
   ~cluster();
+
+  /// Worker `w`'s snapshot cache; only worker w may use it. `w` < the `workers` given.
+  snapshot_cache& cache(unsigned w) noexcept { return caches_[w]; }
+  unsigned workers() const noexcept { return workers_; }
+
+  /// The cluster's slot in the metrics registry (stable across reloads for the same name);
+  /// `no_slot` until set.
+  static constexpr std::size_t no_slot = ~std::size_t{0};
+  std::size_t metrics_slot() const noexcept { return metrics_slot_; }
+  void set_metrics_slot(std::size_t s) noexcept { metrics_slot_ = s; }
 
   const config::cluster& config() const noexcept { return cfg_; }
   const std::string& name() const noexcept { return cfg_.name; }
@@ -102,6 +139,9 @@ class cluster {
   void publish(std::vector<core::backend_ptr> backends, clock::time_point now);
 
   config::cluster cfg_;
+  unsigned workers_;
+  std::vector<snapshot_cache> caches_;
+  std::size_t metrics_slot_ = no_slot;
   std::shared_ptr<failure_feed> feed_;  // attached to every backend; null without `outlier`
   std::mutex update_mutex_;   // serialises update / refresh / set_draining (control plane)
   mutable std::mutex mutex_;  // guards current_ (control plane and cache refresh only)
@@ -113,30 +153,13 @@ class cluster {
   std::vector<std::pair<std::uint64_t, std::function<void()>>> watchers_;
 };
 
-/// Per-worker view of one cluster: re-reads the shared snapshot only when its version moved,
-/// so the request path does one relaxed-acquire load and no locking in the steady state.
-class snapshot_cache {
- public:
-  explicit snapshot_cache(const cluster& c) : cluster_(&c) {}
-  const snapshot& get() {
-    auto v = cluster_->version();
-    if (v != seen_ || !snap_) {
-      snap_ = cluster_->current();
-      seen_ = v;
-    }
-    return *snap_;
+const snapshot& snapshot_cache::get() {
+  auto v = cluster_->version();
+  if (v != seen_ || !snap_) {
+    snap_ = cluster_->current();
+    seen_ = v;
   }
-  /// Keeps the snapshot alive for the caller (e.g. across an async request).
-  std::shared_ptr<const snapshot> hold() {
-    get();
-    return snap_;
-  }
-  const cluster& owner() const noexcept { return *cluster_; }
-
- private:
-  const cluster* cluster_;
-  std::uint64_t seen_ = ~std::uint64_t{0};
-  std::shared_ptr<const snapshot> snap_;
-};
+  return *snap_;
+}
 
 }  // namespace sluice::pool

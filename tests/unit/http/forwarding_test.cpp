@@ -34,6 +34,9 @@ TEST_CASE("Forwarded element", "[http][forwarding]") {
   s.clear();
   append_forwarded_element(s, "::1", "");
   CHECK(s == "for=\"[::1]\";proto=http");
+  s.clear();
+  append_forwarded_element(s, "192.0.2.1", "a.test", "https");
+  CHECK(s == "for=192.0.2.1;host=\"a.test\";proto=https");
 }
 
 TEST_CASE("Host values", "[http][forwarding]") {

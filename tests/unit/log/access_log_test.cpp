@@ -58,6 +58,24 @@ TEST_CASE("json format is one object with nulls for missing upstream", "[log]") 
   CHECK(out.find("\"time\":\"2026-11-25T12:51:19.000Z\"") != std::string::npos);
 }
 
+TEST_CASE("HTTP/2 lines: protocol HTTP/2.0, grpc_status in json only when set", "[log]") {
+  auto e = sample();
+  e.version = 20;
+  std::string combined, json;
+  format_combined(combined, e);
+  format_json(json, e);
+  CHECK(combined.find("\"GET /index.html HTTP/2.0\" 200 612") != std::string::npos);
+  CHECK(json.find("\"protocol\":\"HTTP/2.0\"") != std::string::npos);
+  CHECK(json.find("grpc_status") == std::string::npos);
+  e.grpc_status = 14;
+  json.clear();
+  format_json(json, e);
+  CHECK(json.find("\"status\":200,\"grpc_status\":14,") != std::string::npos);
+  std::string combined2;
+  format_combined(combined2, e);
+  CHECK(combined2 == combined);  // combined stays nginx's layout
+}
+
 TEST_CASE("writer batches lines and flushes to the file", "[log]") {
   char tmpl[] = "/tmp/sluice-access-XXXXXX";
   int fd = mkstemp(tmpl);

@@ -98,3 +98,44 @@ TEST_CASE("worker_shard counts relayed bytes outside requests", "[metrics]") {
   CHECK(off.listener(1).bytes_in.load() == 0);
   CHECK(off.listener(1).bytes_out.load() == 0);
 }
+
+TEST_CASE("slot_array: stable addresses, capped size", "[metrics][slots]") {
+  using arr = metrics::slot_array<metrics::route_counters>;
+  arr a(3);
+  CHECK(a.size() == 3);
+  auto* first = a.find(0);
+  REQUIRE(first);
+  CHECK(a.find(3) == nullptr);
+  CHECK(a.find(metrics::no_slot) == nullptr);
+  a.grow(2);  // never shrinks
+  CHECK(a.size() == 3);
+  a.grow(100);
+  CHECK(a.size() == 100);
+  CHECK(a.find(0) == first);
+  CHECK(a.find(99) == &a[99]);
+  CHECK(a.find(17) + 1 == a.find(18));  // within a chunk: contiguous
+  a.grow(arr::max_slots + 5);
+  CHECK(a.size() == arr::max_slots);
+  CHECK(a.find(arr::max_slots - 1));
+  CHECK_FALSE(a.find(arr::max_slots));
+  CHECK(a.find(0) == first);
+}
+
+TEST_CASE("worker_shard counts per route and grows", "[metrics][slots]") {
+  metrics::worker_shard s(0, 1, 1, true);
+  CHECK(s.routes() == 0);
+  s.on_request(0, 0, nullptr, 200, 1ms, 0ns, 0, 0, 0);  // no route slot yet: ignored
+  s.grow(1, 1, 2);
+  s.on_request(0, 0, nullptr, 200, 1ms, 0ns, 0, 0, 1);
+  s.on_request(0, 0, nullptr, 0, 1ms, 0ns, 0, 0, 1);
+  CHECK(s.route(0).responses[1].load() == 0);
+  CHECK(s.route(1).responses[1].load() == 1);
+  core::histogram_totals t;
+  t.add(s.route(1).request);
+  CHECK(t.count() == 2);
+  CHECK(s.listener(0).responses[1].load() == 2);
+
+  metrics::worker_shard off(0, 1, 1, false, 1);
+  off.on_request(0, 0, nullptr, 200, 1ms, 0ns, 0, 0, 0);
+  CHECK(off.route(0).responses[1].load() == 0);
+}
