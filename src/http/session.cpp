@@ -295,12 +295,12 @@ class session final : public session_base,
   // answer.
   //
   // Called when the drain starts and again every second while it lasts. An idle connection is
-  // closed only once it has stayed idle across two ticks (at least a second): closing a
+  // closed only once it has stayed idle across three ticks (at least two seconds): closing a
   // connection the client is just sending its next request on would lose that request, and a
   // busy client's next request is answered with `Connection: close` instead.
   void drain_now() override {
     if (!idle_ || awaiting_first_) return;
-    if (++drain_marks_ < 3) return;
+    if (++drain_marks_ < 4) return;
     drain_closed_ = true;
     error_code ec;
     raw(down_).cancel(ec);
@@ -472,9 +472,10 @@ class session final : public session_base,
           header_deadline = true;
           set_deadline(timeouts_->header);
         }
-      } else if (worker_->draining_ && !first) {
-        co_return false;
       }
+      // While draining, a kept-alive connection is not closed here: its client may be sending
+      // the next request right now. The drain sweep closes it once it stays idle; a request
+      // that does come is answered with `Connection: close`.
       idle_ = down_buf_.size() == 0;
       awaiting_first_ = first;
       // Over TLS the engine buffers a whole record anyway: no small read, no follow-up read.

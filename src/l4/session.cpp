@@ -23,6 +23,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 
+#include "net/socket_adopt.hpp"
 #include "sluice/balance/policy.hpp"
 #include "sluice/l4/client_hello.hpp"
 #include "sluice/l4/proxy_protocol.hpp"
@@ -439,9 +440,14 @@ class session : public std::enable_shared_from_this<session> {
     const auto* sa = reinterpret_cast<const sockaddr*>(&a.storage);
     up_ = tcp::socket(worker_->io_);
     error_code ec;
-    up_.open(sa->sa_family == AF_INET6 ? tcp::v6() : tcp::v4(), ec);
-    if (!ec) up_.native_non_blocking(true, ec);
-    if (ec) co_return ec;
+    // Non-blocking from socket(2) on: no ioctl(FIONBIO), no explicit epoll removal at close.
+    const int sfd = ::socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (sfd < 0) co_return error_code(errno, asio::error::get_system_category());
+    net::adopt_nonblocking(up_, sa->sa_family == AF_INET6 ? tcp::v6() : tcp::v4(), sfd, ec);
+    if (ec) {
+      ::close(sfd);
+      co_return ec;
+    }
     up_.set_option(tcp::no_delay(true), ec);
     const int fd = up_.native_handle();
     if (::connect(fd, sa, static_cast<socklen_t>(a.length)) == 0) co_return error_code{};

@@ -18,6 +18,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/ip/v6_only.hpp>
 
+#include "net/socket_adopt.hpp"
 #include "sluice/log/log.hpp"
 
 namespace sluice::net {
@@ -27,35 +28,6 @@ using tcp = asio::ip::tcp;
 using reuse_port = asio::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>;
 
 namespace {
-
-// Asio keeps in a socket's private state whether the fd is non-blocking (for its reactor, and
-// as the user's choice for synchronous operations) and issues ioctl(FIONBIO) before the first
-// asynchronous operation, and on every non_blocking(true), when it does not know. A socket from
-// accept4(SOCK_NONBLOCK) already is, so the state is set directly: a pointer to the protected
-// member, taken through a derived class, may be applied to any tcp::socket.
-struct socket_state_access : tcp::socket {
-  static auto member() { return &socket_state_access::impl_; }
-};
-
-// Wraps an fd just returned by accept4(SOCK_NONBLOCK | SOCK_CLOEXEC) in `socket` without any
-// further syscall than the reactor registration.
-void adopt_accepted(tcp::socket& socket, const tcp& protocol, int fd,
-                    boost::system::error_code& ec) {
-  socket.assign(protocol, fd, ec);
-  if (ec) return;
-#if !defined(BOOST_ASIO_HAS_IO_URING_AS_DEFAULT) && !defined(BOOST_ASIO_WINDOWS)
-  namespace ops = asio::detail::socket_ops;
-  auto& state = (socket.*socket_state_access::member()).get_implementation().state_;
-  // Non-blocking for Asio's reactor and for synchronous operations alike (non_blocking() is
-  // true): the fd is O_NONBLOCK already.
-  state |= ops::internal_non_blocking | ops::user_set_non_blocking;
-  // assign() assumes the fd might be a dup() and then deregisters it from epoll explicitly on
-  // close; a fresh accept4 fd is not, so closing it removes it from epoll by itself.
-  state &= static_cast<ops::state_type>(~ops::possible_dup);
-#else
-  socket.non_blocking(true, ec);
-#endif
-}
 
 // One acceptor on one worker. Waits for readability, then accepts with accept4(SOCK_NONBLOCK |
 // SOCK_CLOEXEC) until the backlog is empty or a batch is done: no ioctl per connection, and
@@ -146,7 +118,7 @@ class acceptor_loop : public std::enable_shared_from_this<acceptor_loop> {
       exhausted_ = false;
       tcp::socket socket(acceptor_.get_executor());
       boost::system::error_code ec;
-      adopt_accepted(socket, protocol_, fd, ec);
+      adopt_nonblocking(socket, protocol_, fd, ec);
       if (ec) {
         ::close(fd);
         SLUICE_LOG(warn, "accept on listener " << spec_.name << ": " << ec.message());

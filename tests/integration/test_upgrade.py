@@ -319,7 +319,7 @@ class UpgradeTest(h.SluiceTestCase):
               f"retried after a drain closed their idle keep-alive connection", file=sys.stderr)
         self.assertEqual(loader.failures, [], f"{len(loader.failures)} failed request(s); "
                                               f"{loader.ok} ok, {loader.retried} retried")
-        # A drain closes a keep-alive connection only after it stayed idle for a second, and a
+        # A drain closes a keep-alive connection only after it stayed idle for two seconds, and a
         # busy one gets `Connection: close` on its next answer: no request meets a closed one.
         self.assertEqual(loader.retried, 0, "keep-alive requests met a connection being closed")
         self.assertGreater(loader.ok, 250)
