@@ -453,6 +453,15 @@ class session : public std::enable_shared_from_this<session> {
     if (::connect(fd, sa, static_cast<socklen_t>(a.length)) == 0) co_return error_code{};
     if (errno != EINPROGRESS && errno != EINTR)
       co_return error_code(errno, asio::error::get_system_category());
+    // Often (always on loopback) the handshake has completed by the time connect(2) returns:
+    // a connected socket has a peer. That spares waiting for writability, which costs an
+    // epoll_ctl (Asio adds EPOLLOUT on the first write wait), a loop through the reactor and
+    // the SO_ERROR read. ENOTCONN: still in progress (or failing), so wait as usual.
+    {
+      sockaddr_storage peer{};
+      socklen_t plen = sizeof peer;
+      if (::getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &plen) == 0) co_return error_code{};
+    }
     timed_out_ = false;
     arm(timeout);
     auto [wec] = co_await up_.async_wait(tcp::socket::wait_write, use_tuple);
