@@ -15,6 +15,14 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
 
+try:
+    import test_grpc as grpc_peers  # noqa: E402
+    grpc_peers.hello_server_bin()
+    grpc_peers.hello_client_bin()
+    HAVE_GRPC = True
+except (ImportError, RuntimeError):
+    HAVE_GRPC = False
+
 WS_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 DRAIN = 6  # seconds: the old process's drain_timeout
 
@@ -195,13 +203,26 @@ class UpgradeTest(h.SluiceTestCase):
         cls.dir = cls.make_tempdir()
         cls.upgrade_path = os.path.join(cls.dir, "upgrade.sock")
         cls.env = dict(os.environ)
+        cls.hello = []
+        if HAVE_GRPC:
+            for i in ("g1", "g2"):
+                srv = grpc_peers.HelloServer(i)
+                cls.addClassCleanup(srv.stop)
+                cls.hello.append(srv)
+        cls.listeners = ["web", "stream"] + (["grpc"] if cls.hello else [])
 
     def make_config(self, workers, upgrade_socket=None):
+        listeners = [h.listener("web"),
+                     {"name": "stream", "address": "127.0.0.1:0", "protocol": "tcp",
+                      "cluster": "echo"}]
+        clusters = [h.cluster("main", self.backends),
+                    {"name": "echo", "endpoints": [self.echo_server.address]}]
+        if self.hello:
+            listeners.append(h.listener("grpc", routes=[
+                {"match": {"path_prefix": "/"}, "cluster": "hello"}]))
+            clusters.append(h.cluster("hello", self.hello, protocol="h2c"))
         return h.config(
-            [h.listener("web"),
-             {"name": "stream", "address": "127.0.0.1:0", "protocol": "tcp", "cluster": "echo"}],
-            [h.cluster("main", self.backends),
-             {"name": "echo", "endpoints": [self.echo_server.address]}],
+            listeners, clusters,
             workers=workers, drain_timeout=f"{DRAIN}s",
             upgrade_socket=upgrade_socket or self.upgrade_path,
             admin={"address": "127.0.0.1:0"})
@@ -231,7 +252,7 @@ class UpgradeTest(h.SluiceTestCase):
         m = new.wait_for_line(r"upgrade: took over from pid (\d+); serving as pid (\d+)")[0]
         self.assertEqual(int(m.group(1)), old.pid)
         self.assertEqual(int(m.group(2)), new.pid)
-        for listener in ("web", "stream"):
+        for listener in self.listeners:
             port = ports[listener]
             new.wait_for_line(rf"listening name={listener} address=127\.0\.0\.1:{port} ")
         new.wait_for_line(rf"admin listening address=127\.0\.0\.1:{ports['admin']}$")
@@ -244,12 +265,21 @@ class UpgradeTest(h.SluiceTestCase):
         self.addCleanup(self.kill, old)
         # A string config is not parsed for names by the harness: read the ports from the log.
         ports = {m.group(1): int(m.group(2)) for m in old.wait_for_line(
-            r"listening name=(\S+) address=127\.0\.0\.1:(\d+)", count=2)}
+            r"listening name=(\S+) address=127\.0\.0\.1:(\d+)", count=len(self.listeners))}
         ports["admin"] = int(old.wait_for_line(
             r"admin listening address=127\.0\.0\.1:(\d+)")[0].group(1))
         web = ports["web"]
 
         loader = Loader(web)
+        grpc_proc = None
+        if self.hello:
+            # gRPC calls on one channel across both upgrades (about 15 s: 4 in flight, each
+            # held 20 ms by the server): the old process's GOAWAY moves the channel over.
+            grpc_proc = subprocess.Popen(
+                [grpc_peers.hello_client_bin(), "--target", f"127.0.0.1:{ports['grpc']}",
+                 "--calls", "3000", "--concurrency", "4", "--delay-ms", "20"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            self.addCleanup(lambda: grpc_proc.poll() is None and grpc_proc.kill())
         try:
             h.wait_until(lambda: loader.count() >= 50, h.START_TIMEOUT, message="load to start")
 
@@ -317,6 +347,12 @@ class UpgradeTest(h.SluiceTestCase):
             loader.stop()
         print(f"\nload: {loader.ok} requests ok, {len(loader.failures)} failed, {loader.retried} "
               f"retried after a drain closed their idle keep-alive connection", file=sys.stderr)
+        if grpc_proc:
+            out, err = grpc_proc.communicate(timeout=300)
+            text = out.decode()
+            print("gRPC client: " + " ".join(text.split()), file=sys.stderr)
+            self.assertEqual(grpc_proc.returncode, 0, text + err.decode()[-2000:])
+            self.assertIn("failed 0", text.splitlines(), text)
         self.assertEqual(loader.failures, [], f"{len(loader.failures)} failed request(s); "
                                               f"{loader.ok} ok, {loader.retried} retried")
         # A drain closes a keep-alive connection only after it stayed idle for two seconds, and a
