@@ -204,12 +204,17 @@ class worker_state {
     flush_access_log();
     pool_.sweep(steady::now());
     if (draining_) {
-      for (session_base* s = sessions_; s;) {
-        session_base* next = s->next_;
-        s->drain_now();
-        s = next;
-      }
+      drain_sessions();
       if (active_.load(std::memory_order_relaxed) == 0) stopped_ = true;
+    }
+  }
+
+  // One drain sweep over the live sessions (at the start of the drain and every tick).
+  void drain_sessions() {
+    for (session_base* s = sessions_; s;) {
+      session_base* next = s->next_;
+      s->drain_now();
+      s = next;
     }
   }
 
@@ -1383,18 +1388,7 @@ class session final : public session_base,
     else h.append(reason.data(), reason.size());
     h += "\r\n"sv;
     for (const auto& f : res) {
-      switch (f.name()) {
-        case bhttp::field::connection:
-        case bhttp::field::keep_alive:
-        case bhttp::field::proxy_connection:
-        case bhttp::field::te:
-        case bhttp::field::trailer:
-        case bhttp::field::transfer_encoding:
-        case bhttp::field::upgrade:
-        case bhttp::field::content_length:
-          continue;
-        default: break;
-      }
+      if (hop_by_hop(f.name()) || f.name() == bhttp::field::content_length) continue;
       h.append(f.name_string().data(), f.name_string().size());
       h += ": "sv;
       h.append(f.value().data(), f.value().size());
@@ -1649,11 +1643,7 @@ void worker_state::drain() {
   draining_ = true;
   pool_.clear(true);
   flush_access_log();
-  for (session_base* s = sessions_; s;) {
-    session_base* next = s->next_;
-    s->drain_now();
-    s = next;
-  }
+  drain_sessions();
 }
 
 std::shared_ptr<worker_state> make_worker_state(asio::io_context& io,
