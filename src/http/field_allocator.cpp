@@ -6,7 +6,10 @@ namespace sluice::http::field_pool {
 
 namespace {
 
-constexpr std::size_t classes = 4;  // 64 << c bytes
+constexpr std::size_t classes = 7;  // 64 << c bytes: 64 B .. 4 KiB
+// Blocks kept per class and thread: max_cached for the small classes (header fields), fewer of
+// the large ones (sessions, a few per busy connection).
+constexpr std::size_t keep(int c) noexcept { return c <= 3 ? max_cached : max_cached / 4; }
 struct free_block {
   free_block* next;
 };
@@ -32,6 +35,9 @@ int class_of(std::size_t bytes) noexcept {
   if (bytes <= 128) return 1;
   if (bytes <= 256) return 2;
   if (bytes <= 512) return 3;
+  if (bytes <= 1024) return 4;
+  if (bytes <= 2048) return 5;
+  if (bytes <= 4096) return 6;
   return -1;
 }
 
@@ -53,7 +59,7 @@ void deallocate(void* p, std::size_t bytes) noexcept {
   if (!p) return;
   int c = class_of(bytes);
   auto& l = pool;
-  if (c < 0 || l.count[c] >= max_cached) {
+  if (c < 0 || l.count[c] >= keep(c)) {
     ::operator delete(p);
     return;
   }

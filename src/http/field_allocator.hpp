@@ -1,4 +1,5 @@
-// Allocator for Beast's header field containers: recycles their small blocks per thread.
+// Allocator for Beast's header field containers and the HTTP sessions: recycles their blocks
+// per thread.
 #pragma once
 
 #include <cstddef>
@@ -6,13 +7,17 @@
 
 namespace sluice::http {
 
-/// Per-thread free lists of small blocks (64, 128, 256 and 512 bytes); larger requests go to
+/// Per-thread free lists of blocks of 64 B to 4 KiB (powers of two); larger requests go to
 /// `operator new`. Beast's `basic_fields` makes one allocation per header field (name and value
 /// together) plus one for the request target or reason phrase, so a proxied request costs a
-/// dozen of them; recycled here, each is a pointer pop instead of a trip through malloc.
+/// dozen of them; recycled here, each is a pointer pop instead of a trip through malloc. The
+/// HTTP/1.1 session objects (one per busy connection, made again each time a parked connection
+/// wakes up) come from here too: reusing the same blocks keeps them from fragmenting the heap
+/// between the small, long-lived records of parked connections.
 /// Thread-safety: each thread has its own lists; a block freed on another thread than the one
-/// that allocated it simply joins that thread's lists. At most `max_cached` blocks per size
-/// are kept per thread (bounded memory); the rest are released.
+/// that allocated it simply joins that thread's lists. At most `max_cached` blocks of each size
+/// up to 512 B, and a quarter of that of the larger ones, are kept per thread (bounded
+/// memory); the rest are released.
 namespace field_pool {
 inline constexpr std::size_t max_cached = 256;
 void* allocate(std::size_t bytes);

@@ -29,6 +29,7 @@
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/status.hpp>
 
+#include "field_allocator.hpp"
 #include "request_head.hpp"
 #include "h2/proxy.hpp"
 #include "net/tls_server.hpp"
@@ -39,13 +40,13 @@
 #include "sluice/log/log.hpp"
 #include "sluice/pool/lease.hpp"
 #include "upstream_pool.hpp"
+#include "worker.hpp"
 
 namespace sluice::http {
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 using tcp = asio::ip::tcp;
-using steady = std::chrono::steady_clock;
 using boost::system::error_code;
 using namespace std::chrono_literals;
 using namespace std::string_view_literals;  // appends of literals: no strlen at run time
@@ -54,13 +55,15 @@ namespace {
 
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 constexpr std::size_t read_chunk = 16 * 1024;      // downstream/upstream head reads
-// The read that waits for a request on an idle keep-alive connection: small, like nginx's
-// client_header_buffer_size, so an idle connection holds 1 KiB of buffer instead of 16 (or the
-// 32 KiB a request body grew it to). A head that does not fit is read on in read_chunk steps.
+// What a woken parked connection reads at first (like nginx's client_header_buffer_size): a
+// head that does not fit is read on in read_chunk steps.
 constexpr std::size_t idle_read = 1024;
 constexpr std::size_t relay_size = 32 * 1024;      // body relay buffer
 constexpr std::size_t response_header_limit = 64 * 1024;
 constexpr unsigned max_tries_cap = 16;
+// Cleartext servers kept waiting per worker for the next woken connection (more are made
+// when more connections are busy at once; past this many idle, a server ends).
+constexpr std::size_t max_idle_servers = 32;
 // Longest wait for the client's close_notify once ours is sent (TLS).
 constexpr auto close_notify_wait = 1s;
 
@@ -69,17 +72,6 @@ using tls_stream = asio::ssl::stream<tcp::socket>;
 // The TCP socket under a downstream stream: cancel, shutdown, options, endpoints.
 tcp::socket& raw(tcp::socket& s) noexcept { return s; }
 tcp::socket& raw(tls_stream& s) noexcept { return s.next_layer(); }
-
-// What the worker's drain needs of a session, whatever its stream type.
-class session_base {
- public:
-  virtual void drain_now() = 0;
-  session_base* prev_ = nullptr;
-  session_base* next_ = nullptr;
-
- protected:
-  ~session_base() = default;
-};
 
 std::chrono::milliseconds positive_min(std::chrono::milliseconds a, std::chrono::milliseconds b) {
   if (a <= 0ms) return b;
@@ -97,6 +89,18 @@ tcp::endpoint endpoint_of(const core::address& a) {
 void set_nodelay(tcp::socket& s) {
   error_code ec;
   s.set_option(tcp::no_delay(true), ec);
+}
+
+// The client's address as written in X-Forwarded-For and the access log (IPv4-mapped IPv6
+// addresses as plain IPv4).
+std::string client_ip_of(tcp::socket& s) {
+  error_code ec;
+  auto ep = s.remote_endpoint(ec);
+  if (ec) return {};
+  auto a = ep.address();
+  if (a.is_v6() && a.to_v6().is_v4_mapped())
+    a = asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6());
+  return a.to_string();
 }
 
 void append_number(std::string& out, std::uint64_t v) {
@@ -181,69 +185,41 @@ constexpr bool hop_by_hop(bhttp::field f) noexcept {
 
 // ---------------------------------------------------------------------------------------------
 
-class worker_state {
- public:
-  worker_state(asio::io_context& io, std::shared_ptr<log::access_log> access_log,
-               std::shared_ptr<metrics::registry> metrics, unsigned worker_index)
-      : io_(io), index_(worker_index), access_(std::move(access_log)), tick_(io),
-        registry_(std::move(metrics)),
-        metrics_(registry_ ? &registry_->shard(worker_index) : nullptr) {}
-
-  void start_tick(const std::shared_ptr<worker_state>& self) {
-    std::weak_ptr<worker_state> weak = self;
-    tick_.expires_after(1s);
-    tick_.async_wait([weak](error_code ec) {
-      auto w = weak.lock();
-      if (ec || !w) return;
-      w->on_tick();
-      if (!w->stopped_) w->start_tick(w);
-    });
-  }
-
-  void on_tick() {
-    flush_access_log();
-    pool_.sweep(steady::now());
-    if (draining_) {
-      drain_sessions();
-      if (active_.load(std::memory_order_relaxed) == 0) stopped_ = true;
-    }
-  }
-
-  // One drain sweep over the live sessions (at the start of the drain and every tick).
-  void drain_sessions() {
-    for (session_base* s = sessions_; s;) {
-      session_base* next = s->next_;
-      s->drain_now();
-      s = next;
-    }
-  }
-
-  void flush_access_log() {
-    if (access_.enabled()) access_.flush();
-  }
-
-  void link(session_base* s);
-  void unlink(session_base* s);
-  void drain();
-
-  asio::io_context& io_;
-  unsigned index_;  // the worker's number: its snapshot caches and statistics blocks
-  upstream_pool pool_;
-  log::access_log::writer access_;
-  asio::steady_timer tick_;
-  session_base* sessions_ = nullptr;  // intrusive list of live sessions, for drain
-  std::atomic<std::size_t> active_{0};
-  bool draining_ = false;
-  bool stopped_ = false;
-  std::shared_ptr<metrics::registry> registry_;  // keeps the shard alive
-  metrics::worker_shard* metrics_;               // this worker's shard, or null
-};
-
-// ---------------------------------------------------------------------------------------------
-
 namespace {
 
 enum class body_kind { none, length, chunked };
+
+// Buffers a session grows while it serves (the client read buffer, the heads it builds), kept
+// per worker thread when it ends, for the next one: a keep-alive connection gets a new session
+// for every request (it parks in between), and regrowing them each time would cost a dozen
+// allocations per request.
+struct scratch {
+  beast::flat_buffer down_buf;
+  std::string up_head, head, xff, fwd;
+};
+
+class scratch_pool {
+ public:
+  scratch take() {
+    if (free_.empty()) return {};
+    scratch s = std::move(free_.back());
+    free_.pop_back();
+    return s;
+  }
+  void give(scratch&& s) {
+    if (free_.size() >= keep) return;
+    s.down_buf.clear();
+    if (s.down_buf.capacity() > max_buffer) s.down_buf.shrink_to_fit();  // frees it
+    free_.push_back(std::move(s));
+  }
+
+ private:
+  static constexpr std::size_t keep = 64;             // a worker's busiest moment, roughly
+  static constexpr std::size_t max_buffer = 4 * 1024;  // larger read buffers are not kept
+  std::vector<scratch> free_;
+};
+
+thread_local scratch_pool tl_scratch;
 
 // How an attempt on one upstream went.
 enum class attempt { done, failed, close };
@@ -257,41 +233,146 @@ class session final : public session_base,
   static constexpr bool tls = std::is_same_v<Stream, tls_stream>;
 
   session(Stream stream, std::shared_ptr<const listener_state> listener,
-          std::shared_ptr<worker_state> worker)
+          std::shared_ptr<worker_state> worker, scratch s = tl_scratch.take())
       : down_(std::move(stream)),
+        down_buf_(std::move(s.down_buf)),
         listener_(std::move(listener)),
         worker_(std::move(worker)),
         limits_(&listener_->cfg->limits),
         timeouts_(&listener_->cfg->timeouts),
-        timer_(down_.get_executor()) {
-    worker_->link(this);
-    worker_->active_.fetch_add(1, std::memory_order_relaxed);
-    if (worker_->metrics_) worker_->metrics_->on_connection_open(listener_->index);
+        up_head_(std::move(s.up_head)),
+        head_(std::move(s.head)),
+        xff_(std::move(s.xff)),
+        fwd_(std::move(s.fwd)) {
     set_min_timeout();
+    worker_->link(this, min_timeout_);
+    attached_ = true;
   }
+
+  // Cleartext server: made without a connection; attach() gives it one, serve() runs it.
+  struct server_tag {};
+  session(server_tag, std::shared_ptr<worker_state> worker, scratch s = tl_scratch.take())
+    requires(!tls)
+      : down_(worker->io_.get_executor()),
+        down_buf_(std::move(s.down_buf)),
+        worker_(std::move(worker)),
+        limits_(nullptr),
+        timeouts_(nullptr),
+        up_head_(std::move(s.up_head)),
+        head_(std::move(s.head)),
+        xff_(std::move(s.xff)),
+        fwd_(std::move(s.fwd)) {}
 
   ~session() {
-    worker_->unlink(this);
-    worker_->active_.fetch_sub(1, std::memory_order_relaxed);
-    // A connection handed to the HTTP/2 server is counted closed there, when it ends.
-    if (worker_->metrics_ && !handed_off_) worker_->metrics_->on_connection_close(listener_->index);
+    if (attached_) detach();
+    tl_scratch.give(scratch{std::move(down_buf_), std::move(up_head_), std::move(head_),
+                            std::move(xff_), std::move(fwd_)});
   }
 
+  // TLS: a fresh connection, starting with the handshake.
   void start() {
     set_nodelay(raw(down_));
     error_code ec;
-    // For read_head's follow-up read; async operations ignore it. The runtime's acceptor hands
-    // sockets over non-blocking already (accept4): no ioctl then.
     if (!raw(down_).non_blocking()) raw(down_).non_blocking(true, ec);
-    auto ep = raw(down_).remote_endpoint(ec);
-    if (!ec) {
-      auto a = ep.address();
-      if (a.is_v6() && a.to_v6().is_v4_mapped()) a = asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6());
-      client_ip_ = a.to_string();
+    client_ip_ = client_ip_of(raw(down_));
+    asio::co_spawn(down_.get_executor(), run(this->shared_from_this(), true), asio::detached);
+  }
+
+  // Cleartext server: takes a woken parked connection (its read brought `n` bytes). The state
+  // of the connection served before is gone (detach); the session keeps the record for the
+  // next time the connection parks.
+  void attach(std::unique_ptr<parked_conn> rec, std::size_t n)
+    requires(!tls)
+  {
+    // A reloaded configuration applies from the next request on.
+    std::shared_ptr<const listener_state> listener = std::move(rec->listener);
+    if (const auto& cur = current_listener(listener->index); cur) listener = cur;
+    listener_ = std::move(listener);
+    limits_ = &listener_->cfg->limits;
+    timeouts_ = &listener_->cfg->timeouts;
+    set_min_timeout();
+    down_ = tcp::socket(std::move(rec->socket));
+    // Everything that belongs to one connection, as a new session has it. (What belongs to
+    // one request is set by read_head, handle and proxy.)
+    deadline_ = body_deadline_ = steady::time_point::max();
+    timed_out_ = body_timed_out_ = false;
+    closed_ = idle_ = awaiting_first_ = drain_closed_ = false;
+    handshake_done_ = handed_off_ = parked_ = false;
+    drain_marks_ = 0;
+    reset_request_state();
+    requests_ = rec->requests;
+    client_ip_ = rec->client.to_string();
+    first_ = rec->first;
+    std::string_view bytes(rec->bytes, n);
+    rec_ = std::move(rec);
+    attached_ = true;
+    worker_->link(this, min_timeout_);
+    bool full = bytes.size() == parked_bytes;
+    auto b = down_buf_.prepare(full ? idle_read : bytes.size());
+    std::memcpy(b.data(), bytes.data(), bytes.size());
+    down_buf_.commit(bytes.size());
+    if (full) {
+      // The parked read came back full: the rest of the request (a longer head, a body) is
+      // probably there already. Take it now without waiting (the socket is non-blocking):
+      // up to idle_read bytes, and when that fills too, up to read_chunk, so that a request of
+      // up to read_chunk bytes is seen whole: its body stays in memory (replayable on retry)
+      // and limits apply at once. would_block: nothing yet; errors show on the next read.
+      error_code rec;
+      std::size_t want = idle_read - bytes.size();
+      auto m = down_.read_some(down_buf_.prepare(want), rec);
+      if (!rec) {
+        down_buf_.commit(m);
+        if (m == want) {
+          m = down_.read_some(down_buf_.prepare(read_chunk - idle_read), rec);
+          if (!rec) down_buf_.commit(m);
+        }
+      }
     }
-    auto self = this->shared_from_this();
-    asio::co_spawn(down_.get_executor(), watchdog(self), asio::detached);
-    asio::co_spawn(down_.get_executor(), run(self), asio::detached);
+  }
+
+  // The connection is gone from this session (parked, closed or handed to the HTTP/2 server):
+  // counted closed unless parked or handed off (the HTTP/2 server counts it when it ends).
+  void detach() {
+    attached_ = false;
+    worker_->unlink(this);
+    if (!parked_) worker_->closed(listener_->index, !handed_off_);
+    listener_.reset();  // no configuration kept alive by an idle server
+    rec_.reset();
+    up_.reset();
+    req_.reset();
+    res_.reset();
+    relay_.reset();
+    req_relay_.reset();
+    down_buf_.clear();
+    if (down_buf_.capacity() > 4 * 1024) down_buf_.shrink_to_fit();
+  }
+
+  // Cleartext server: serves the attached connection until it parks or closes, then waits
+  // for the next woken one (resume_parked), as long as the worker wants idle servers.
+  asio::awaitable<void> serve(std::shared_ptr<session> self)
+    requires(!tls)
+  {
+    for (;;) {
+      co_await serve_connection(first_);
+      detach();
+      auto rec = co_await next_connection();
+      if (!rec) co_return;
+      std::size_t n = rec->got;
+      attach(std::move(rec), n);
+    }
+  }
+
+  asio::awaitable<std::unique_ptr<parked_conn>> next_connection()
+    requires(!tls)
+  {
+    auto& w = *worker_;
+    if (w.stopped_ || w.idle_servers_ >= max_idle_servers) co_return nullptr;
+    ++w.idle_servers_;  // resume_parked counts it down when it wakes one
+    co_await w.server_wake_.async_wait(use_tuple);
+    if (w.ready_.empty()) co_return nullptr;  // the worker stops
+    auto rec = std::move(w.ready_.front());
+    w.ready_.pop_front();
+    co_return rec;
   }
 
   // Drain: an idle keep-alive connection closes (see below); a busy one after its current
@@ -313,9 +394,8 @@ class session final : public session_base,
 
  private:
   // ---- timeouts ------------------------------------------------------------------------------
-  // One deadline per session, re-set before each I/O (a store, no syscall). The watchdog never
-  // needs re-arming early: it wakes at least every `min_timeout_`, and no deadline set later can
-  // be nearer than that.
+  // One deadline per session, re-set before each I/O (a store, no syscall). The worker's
+  // deadline scan (check_deadlines) runs at a quarter of the smallest timeout of its sessions.
   void set_deadline(std::chrono::milliseconds d) {
     timed_out_ = false;
     deadline_ = d > 0ms ? steady::now() + d : steady::time_point::max();
@@ -332,28 +412,23 @@ class session final : public session_base,
     return body_timed_out_ && ec == asio::error::operation_aborted;
   }
 
-  asio::awaitable<void> watchdog(std::shared_ptr<session> self) {
-    while (!closed_) {
-      auto now = steady::now();
-      if (now >= deadline_) {
-        timed_out_ = true;
-        deadline_ = steady::time_point::max();
-        error_code ec;
-        raw(down_).cancel(ec);
-        if (up_) up_->socket.cancel(ec);
-      }
-      if (now >= body_deadline_) {
-        body_timed_out_ = true;
-        body_deadline_ = steady::time_point::max();
-        error_code ec;
-        raw(down_).cancel(ec);
-        if (up_) up_->socket.cancel(ec);
-      }
-      auto next = std::min(deadline_, body_deadline_);
-      auto at = next - now < min_timeout_ ? next : now + min_timeout_;
-      timer_.expires_at(at);
-      co_await timer_.async_wait(use_tuple);
+  std::chrono::milliseconds check_deadlines(steady::time_point now) override {
+    if (closed_) return min_timeout_;
+    if (now >= deadline_) {
+      timed_out_ = true;
+      deadline_ = steady::time_point::max();
+      error_code ec;
+      raw(down_).cancel(ec);
+      if (up_) up_->socket.cancel(ec);
     }
+    if (now >= body_deadline_) {
+      body_timed_out_ = true;
+      body_deadline_ = steady::time_point::max();
+      error_code ec;
+      raw(down_).cancel(ec);
+      if (up_) up_->socket.cancel(ec);
+    }
+    return min_timeout_;
   }
 
   void set_min_timeout() {
@@ -375,8 +450,12 @@ class session final : public session_base,
   }
 
   // ---- main loop -----------------------------------------------------------------------------
-  asio::awaitable<void> run(std::shared_ptr<session> self) {
-    bool first = true;
+  // TLS: one session per connection, from the handshake to the close.
+  asio::awaitable<void> run(std::shared_ptr<session> self, bool first) {
+    co_await serve_connection(first);
+  }
+
+  asio::awaitable<void> serve_connection(bool first) {
     bool serve = true;
     if constexpr (tls) serve = co_await handshake();
     while (serve) {
@@ -390,6 +469,16 @@ class session final : public session_base,
       if (!keep) break;
       refresh_listener();
     }
+    if constexpr (!tls) {
+      if (parked_) {
+        // Idle: the connection waits for its next request without this session.
+        up_.reset();
+        auto client = rec_->client;
+        worker_->park(std::move(rec_), std::move(down_), listener_, client, requests_, false,
+                      timeouts_->idle);
+        co_return;
+      }
+    }
     if constexpr (tls) {
       if (handshake_done_ && !handed_off_) co_await close_notify();
     }
@@ -398,7 +487,6 @@ class session final : public session_base,
     raw(down_).shutdown(tcp::socket::shutdown_send, ec);
     raw(down_).close(ec);
     up_.reset();
-    timer_.cancel();
   }
 
   // TLS: the handshake, under the listener's handshake timeout. False: the connection is done
@@ -406,7 +494,6 @@ class session final : public session_base,
   asio::awaitable<bool> handshake() {
     if constexpr (tls) {
       set_deadline(listener_->tls->handshake_timeout());
-      timer_.cancel();  // the watchdog picks the new deadline up
       auto [ec] = co_await down_.async_handshake(asio::ssl::stream_base::server, use_tuple);
       if (ec) {
         log_handshake_failure(client_ip_, timed_out(ec), ec);
@@ -433,7 +520,6 @@ class session final : public session_base,
   asio::awaitable<void> close_notify() {
     if constexpr (tls) {
       set_deadline(close_notify_wait);
-      timer_.cancel();
       co_await down_.async_shutdown(use_tuple);
     }
   }
@@ -482,12 +568,17 @@ class session final : public session_base,
       // the next request right now. The drain sweep closes it once it stays idle; a request
       // that does come is answered with `Connection: close`.
       idle_ = down_buf_.size() == 0;
+      if constexpr (!tls) {
+        if (idle_) {  // nothing buffered: park (see run)
+          parked_ = true;
+          co_return false;
+        }
+      }
       awaiting_first_ = first;
-      // Over TLS the engine buffers a whole record anyway: no small read, no follow-up read.
-      bool small_read = idle_ && !tls;
+      // TLS (a cleartext connection parks instead): the buffer is freed while the connection
+      // idles, and the read takes whatever the engine decrypted (a whole record).
       if (idle_ && down_buf_.capacity() > idle_read) down_buf_.shrink_to_fit();  // frees it
-      auto [ec, n] = co_await down_.async_read_some(
-          down_buf_.prepare(small_read ? idle_read : read_chunk), use_tuple);
+      auto [ec, n] = co_await down_.async_read_some(down_buf_.prepare(read_chunk), use_tuple);
       idle_ = false;
       drain_marks_ = 0;
       if (ec) {
@@ -500,15 +591,6 @@ class session final : public session_base,
       }
       if (drain_closed_) co_return false;
       down_buf_.commit(n);
-      if (small_read && n == idle_read) {
-        // The small read came back full: the rest of the request (a long head, a body) is
-        // probably there already. Take it now without waiting (the socket is non-blocking),
-        // so that a request of up to read_chunk bytes is seen whole, as a single 16 KiB read
-        // would: its body stays in memory (replayable on retry) and limits apply at once.
-        error_code rec;
-        auto m = down_.read_some(down_buf_.prepare(read_chunk), rec);
-        if (!rec) down_buf_.commit(m);  // would_block: nothing yet; errors show on next read
-      }
     }
   }
 
@@ -840,6 +922,8 @@ class session final : public session_base,
                                     unsigned& fail_status) {
     auto* b = conn.backend;
     reuse_upstream_ = false;
+    cancelled_by_body_ = false;
+    cancelled_by_response_ = false;
     // 1. Head, plus the body when it is already in memory, in one write.
     set_deadline(ccfg.timeouts.write);
     {
@@ -1026,12 +1110,12 @@ class session final : public session_base,
   enum class relay { ok, client_failed, upstream_failed };
 
   char* relay_buffer() {
-    if (!relay_) relay_ = std::make_unique<char[]>(relay_size);
+    if (!relay_) relay_ = std::make_unique_for_overwrite<char[]>(relay_size);
     return relay_.get();
   }
   // The request body relay runs alongside the response relay: its own buffer.
   char* request_relay_buffer() {
-    if (!req_relay_) req_relay_ = std::make_unique<char[]>(relay_size);
+    if (!req_relay_) req_relay_ = std::make_unique_for_overwrite<char[]>(relay_size);
     return req_relay_.get();
   }
 
@@ -1501,6 +1585,31 @@ class session final : public session_base,
     if (ec) keep_alive_ = false;
   }
 
+  // What one request leaves behind, back to a new session's values (a cleartext server
+  // serves many connections; every field here must be listed).
+  void reset_request_state() {
+    target_ = {};
+    keep_alive_ = false;
+    body_ = body_kind::none;
+    body_length_ = 0;
+    body_in_memory_ = false;
+    body_streamed_ = false;
+    expect_continue_ = false;
+    upgrade_ = false;
+    reuse_upstream_ = false;
+    last_up_ec_ = {};
+    body_complete_ = false;
+    body_done_ = false;
+    body_status_ = 0;
+    body_up_failed_ = false;
+    cancelled_by_body_ = false;
+    cancelled_by_response_ = false;
+    response_started_ = false;
+    log_time_ = {};
+    start_ = {};
+    reset_request_log();
+  }
+
   // ---- access log ----------------------------------------------------------------------------
   void reset_request_log() {
     metrics_cluster_ = -1;
@@ -1559,13 +1668,15 @@ class session final : public session_base,
   }
 
  private:
+  // A cleartext server serves one connection after another: attach() must bring every member
+  // that belongs to a connection back to its initial value, and reset_request_state() every
+  // member that belongs to a request. Only buffers (their capacity) and worker_ carry over.
   Stream down_;
   beast::flat_buffer down_buf_;
   std::shared_ptr<const listener_state> listener_;
   std::shared_ptr<worker_state> worker_;
   const config::listener_limits* limits_;
   const config::listener_timeouts* timeouts_;
-  asio::steady_timer timer_;
   steady::time_point deadline_ = steady::time_point::max();
   steady::time_point body_deadline_ = steady::time_point::max();
   bool body_timed_out_ = false;
@@ -1578,6 +1689,10 @@ class session final : public session_base,
   bool drain_closed_ = false;
   bool handshake_done_ = false;  // TLS: close with close_notify
   bool handed_off_ = false;      // the connection went to the HTTP/2 server (ALPN h2, h2c)
+  bool parked_ = false;          // the connection went on waiting without this session
+  bool attached_ = false;        // serving a connection (linked in the worker's list)
+  bool first_ = false;           // cleartext server: the attached connection's first request
+  std::unique_ptr<parked_conn> rec_;  // cleartext: its parked record, for the next park
 
   std::string client_ip_;
   std::optional<request_parser> req_;
@@ -1626,33 +1741,13 @@ template class session<tls_stream>;
 
 // ---------------------------------------------------------------------------------------------
 
-void worker_state::link(session_base* s) {
-  s->next_ = sessions_;
-  if (sessions_) sessions_->prev_ = s;
-  sessions_ = s;
-}
-
-void worker_state::unlink(session_base* s) {
-  if (s->prev_) s->prev_->next_ = s->next_;
-  else sessions_ = s->next_;
-  if (s->next_) s->next_->prev_ = s->prev_;
-  s->prev_ = s->next_ = nullptr;
-}
-
-void worker_state::drain() {
-  draining_ = true;
-  pool_.clear(true);
-  flush_access_log();
-  drain_sessions();
-}
-
 std::shared_ptr<worker_state> make_worker_state(asio::io_context& io,
                                                 std::shared_ptr<log::access_log> access_log,
                                                 std::shared_ptr<metrics::registry> metrics,
                                                 unsigned worker_index) {
   auto w = std::make_shared<worker_state>(io, std::move(access_log), std::move(metrics),
                                           worker_index);
-  w->start_tick(w);
+  w->start_tick();
   return w;
 }
 
@@ -1701,14 +1796,51 @@ std::shared_ptr<listener_state> make_listener_state(
 void start_session(tcp::socket socket, std::shared_ptr<const listener_state> listener,
                    const std::shared_ptr<worker_state>& worker) {
   if (!listener || !listener->cfg) return;
+  worker->opened(listener->index);
   if (listener->tls) {
     tls_stream stream(std::move(socket), listener->tls->context());
     auto s = std::make_shared<session<tls_stream>>(std::move(stream), std::move(listener), worker);
     s->start();
     return;
   }
-  auto s = std::make_shared<session<tcp::socket>>(std::move(socket), std::move(listener), worker);
-  s->start();
+  // Cleartext: parked until its first bytes arrive (a client that connects and sends nothing
+  // costs no session), under the header timeout.
+  set_nodelay(socket);
+  error_code ec;
+  // For the follow-up read after a full parked read; async operations ignore it. The runtime's
+  // acceptor hands sockets over non-blocking already (accept4): no ioctl then.
+  if (!socket.non_blocking()) socket.non_blocking(true, ec);
+  auto client = packed_address::peer_of(socket);
+  auto header = listener->cfg->timeouts.header;
+  worker->park(nullptr, std::move(socket), std::move(listener), client, 0, true, header);
+}
+
+void resume_parked(std::unique_ptr<parked_conn> p, const error_code& ec, std::size_t n) {
+  auto* w = p->worker;
+  if (!w) return;  // the worker is gone (shutdown): the socket closes with p
+  w->unpark(p.get());
+  if (ec || n == 0 || p->closing) {
+    // The client closed (or reset) its idle connection, or the idle (header) timeout or the
+    // drain closed it.
+    error_code ignored;
+    p->socket.shutdown(tcp::socket::shutdown_send, ignored);
+    p->socket.close(ignored);
+    w->closed(p->listener->index);
+    return;
+  }
+  // An idle server takes it (see session::serve), or a new one.
+  if (w->idle_servers_ > 0) {
+    --w->idle_servers_;
+    p->got = static_cast<std::uint8_t>(n);
+    w->ready_.push_back(std::move(p));
+    w->server_wake_.cancel_one();
+    return;
+  }
+  using plain = session<tcp::socket>;
+  auto s = std::allocate_shared<plain>(field_allocator<plain>{}, plain::server_tag{},
+                                       w->shared_from_this());
+  s->attach(std::move(p), n);
+  asio::co_spawn(w->io_.get_executor(), s->serve(s), asio::detached);
 }
 
 void drain(worker_state& worker) { worker.drain(); }

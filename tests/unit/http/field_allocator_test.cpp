@@ -19,9 +19,14 @@ TEST_CASE("field pool: small blocks are recycled per size", "[http][alloc]") {
   CHECK(c != a);
   field_pool::deallocate(b, 64);
   field_pool::deallocate(c, 65);
-  void* big = field_pool::allocate(4000);  // not pooled
-  field_pool::deallocate(big, 4000);
+  void* big = field_pool::allocate(5000);  // not pooled
+  field_pool::deallocate(big, 5000);
   CHECK(field_pool::cached() == before + 2);
+  void* session = field_pool::allocate(1800);  // the 2 KiB class
+  field_pool::deallocate(session, 1800);
+  CHECK(field_pool::cached() == before + 3);
+  CHECK(field_pool::allocate(2048) == session);
+  field_pool::deallocate(session, 2048);
 }
 
 TEST_CASE("field pool: the lists are bounded", "[http][alloc]") {
@@ -30,6 +35,13 @@ TEST_CASE("field pool: the lists are bounded", "[http][alloc]") {
     blocks.push_back(field_pool::allocate(300));
   for (auto* p : blocks) field_pool::deallocate(p, 300);
   CHECK(field_pool::cached() <= 4 * field_pool::max_cached);
+  blocks.clear();
+  auto before = field_pool::cached();
+  for (std::size_t i = 0; i < field_pool::max_cached; ++i)
+    blocks.push_back(field_pool::allocate(3000));
+  for (auto* p : blocks) field_pool::deallocate(p, 3000);
+  // Large blocks: a quarter as many kept.
+  CHECK(field_pool::cached() - before <= field_pool::max_cached / 4);
 }
 
 TEST_CASE("field allocator: Beast's fields work on it", "[http][alloc]") {
