@@ -352,27 +352,20 @@ class session final : public session_base,
   asio::awaitable<void> serve(std::shared_ptr<session> self)
     requires(!tls)
   {
+    auto& w = *worker_;
     for (;;) {
       co_await serve_connection(first_);
       detach();
-      auto rec = co_await next_connection();
-      if (!rec) co_return;
+      // Wait for the next woken connection (written out here: no coroutine frame per wait).
+      if (w.stopped_ || w.idle_servers_ >= max_idle_servers) co_return;
+      ++w.idle_servers_;  // resume_parked counts it down when it wakes one
+      co_await w.server_wake_.async_wait(use_tuple);
+      if (w.ready_.empty()) co_return;  // the worker stops
+      auto rec = std::move(w.ready_.front());
+      w.ready_.pop_front();
       std::size_t n = rec->got;
       attach(std::move(rec), n);
     }
-  }
-
-  asio::awaitable<std::unique_ptr<parked_conn>> next_connection()
-    requires(!tls)
-  {
-    auto& w = *worker_;
-    if (w.stopped_ || w.idle_servers_ >= max_idle_servers) co_return nullptr;
-    ++w.idle_servers_;  // resume_parked counts it down when it wakes one
-    co_await w.server_wake_.async_wait(use_tuple);
-    if (w.ready_.empty()) co_return nullptr;  // the worker stops
-    auto rec = std::move(w.ready_.front());
-    w.ready_.pop_front();
-    co_return rec;
   }
 
   // Drain: an idle keep-alive connection closes (see below); a busy one after its current
