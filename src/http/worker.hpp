@@ -138,9 +138,6 @@ class worker_state : public std::enable_shared_from_this<worker_state> {
   std::size_t idle_servers_ = 0;
 
  private:
-  friend void resume_parked(std::unique_ptr<parked_conn> p,
-                            const boost::system::error_code& ec, std::size_t n);
-
   // Parked connections with the same timeout, in the order they were parked: by deadline.
   struct parked_list {
     std::chrono::milliseconds timeout{0};
