@@ -1812,7 +1812,10 @@ void resume_parked(std::unique_ptr<parked_conn> p, const error_code& ec, std::si
   auto* w = p->worker;
   if (!w) return;  // the worker is gone (shutdown): the socket closes with p
   w->unpark(p.get());
-  if (ec || n == 0 || p->closing) {
+  // Bytes that arrived just as the timeout or the drain closed the connection (the read had
+  // completed already) are served all the same: a request is not dropped (while draining, its
+  // answer says Connection: close).
+  if (ec || n == 0) {
     // The client closed (or reset) its idle connection, or the idle (header) timeout or the
     // drain closed it.
     error_code ignored;
