@@ -23,6 +23,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 
+#include "l4/relay_read.hpp"
 #include "net/socket_adopt.hpp"
 #include "sluice/balance/policy.hpp"
 #include "sluice/l4/client_hello.hpp"
@@ -71,6 +72,7 @@ class worker_state {
   worker_state(asio::io_context& io, std::shared_ptr<metrics::registry> metrics,
                unsigned worker_index)
       : io_(io),
+        reactor_(reactor_of(io)),
         index_(worker_index),
         registry_(std::move(metrics)),
         shard_(registry_ ? &registry_->shard(worker_index) : nullptr) {}
@@ -129,6 +131,7 @@ class worker_state {
   }
 
   asio::io_context& io_;
+  relay_reactor& reactor_;  // io_'s, for async_read_relay
   unsigned index_;  // the worker's number: its snapshot caches
   std::shared_ptr<metrics::registry> registry_;  // keeps the shard alive
   metrics::worker_shard* shard_;                 // this worker's shard, or null
@@ -160,13 +163,24 @@ class session : public std::enable_shared_from_this<session> {
   }
 
   ~session() {
-    for (auto& d : dirs_) worker_->put_pipe(d.pipe, d.in_pipe == 0);
+    for (auto& d : dirs_) {
+      worker_->put_pipe(d.pipe, d.in_pipe == 0);
+      worker_->put_buffer(std::move(d.buf), opts_.buffer_size);
+    }
     if (holding_slot_) stats_.active.fetch_sub(1, std::memory_order_relaxed);
     if (shard_) shard_->on_connection_close(index_);
     worker_->active_.fetch_sub(1, std::memory_order_relaxed);
   }
 
-  static asio::awaitable<void> run(std::shared_ptr<session> self) { co_await self->serve(); }
+  // The session's coroutine, up to the relay; `self` keeps the session alive. Each awaitable
+  // frame costs an allocation (Asio recycles only small frames, two at a time), so this is the
+  // only one on a short connection's common path: helpers that usually finish at once are
+  // plain functions with a coroutine for the rare wait (slot queueing, a connect still in
+  // progress), and the buffered relay is a chain of completion handlers.
+  static asio::awaitable<void> run(std::shared_ptr<session> self) {
+    session& s = *self;
+    return s.serve(std::move(self));
+  }
 
  private:
   enum class phase { queue, preamble, connect, relay, done };
@@ -180,10 +194,15 @@ class session : public std::enable_shared_from_this<session> {
     std::atomic<std::uint64_t>* backend_bytes = nullptr;
     bool upstream_src = false;  // true for upstream → downstream
     bool fin_passed = false;    // the source's FIN was passed on: this direction is over
+    // Buffered relaying: the (pooled) buffer, bytes moved so far, and whether relay: auto
+    // may still switch the direction to splice.
+    std::unique_ptr<std::uint8_t[]> buf;
+    std::uint64_t moved = 0;
+    bool may_splice = false;
   };
 
-  asio::awaitable<void> serve() {
-    if (!co_await reserve_listener_slot()) co_return;
+  asio::awaitable<void> serve(std::shared_ptr<session> self) {
+    if (!try_reserve_listener_slot() && !co_await wait_listener_slot()) co_return;
 
     error_code ec;
     down_.set_option(tcp::no_delay(true), ec);
@@ -209,7 +228,12 @@ class session : public std::enable_shared_from_this<session> {
     }
 
     phase_ = phase::connect;
-    if (!co_await connect_upstream(cluster)) co_return;
+    upstream_attempts attempts;
+    if (!begin_attempts(cluster, attempts)) co_return;
+    attempt outcome = next_attempt(attempts);
+    if (outcome == attempt::wait_connect || outcome == attempt::wait_queue)
+      outcome = co_await wait_attempts(attempts, outcome);
+    if (outcome != attempt::connected) co_return;
 
     // From here on the watchdog covers everything, including the first write upstream.
     phase_ = phase::relay;
@@ -224,8 +248,13 @@ class session : public std::enable_shared_from_this<session> {
     else if (opts_.proxy.send == config::proxy_protocol::version::v2)
       header_len = encode_proxy_v2(reinterpret_cast<const sockaddr*>(&client_),
                                    reinterpret_cast<const sockaddr*>(&local_), header);
-    dirs_[0] = {&down_, &up_, {}, 0, &lease_.get()->stats().bytes_sent, false, false};
-    dirs_[1] = {&up_, &down_, {}, 0, &lease_.get()->stats().bytes_received, true, false};
+    dirs_[0].src = &down_;
+    dirs_[0].dst = &up_;
+    dirs_[0].backend_bytes = &lease_.get()->stats().bytes_sent;
+    dirs_[1].src = &up_;
+    dirs_[1].dst = &down_;
+    dirs_[1].backend_bytes = &lease_.get()->stats().bytes_received;
+    dirs_[1].upstream_src = true;
     const std::size_t replay = pre_len_ - pre_off_;
     if (header_len + replay > 0) {
       std::array<asio::const_buffer, 2> bufs{asio::buffer(header.data(), header_len),
@@ -246,8 +275,8 @@ class session : public std::enable_shared_from_this<session> {
       co_return;
     }
     pumps_ = 2;
-    asio::co_spawn(worker_->io_, pump(shared_from_this(), 1, mode), asio::detached);
-    co_await pump(shared_from_this(), 0, mode);
+    start_pump(self, 0, mode);
+    start_pump(std::move(self), 1, mode);
   }
 
   // splice(2) blocks on a socket without O_NONBLOCK (SPLICE_F_NONBLOCK covers only the pipe),
@@ -271,24 +300,31 @@ class session : public std::enable_shared_from_this<session> {
 
   // ---- limits -------------------------------------------------------------------------------
 
-  asio::awaitable<bool> reserve_listener_slot() {
+  // Takes a slot under the listener's max_connections if one is free (or there is no limit).
+  bool try_reserve_listener_slot() {
     auto& active = stats_.active;
     const std::uint64_t max = opts_.max_connections;
-    if (max == 0) co_return true;  // no limit: no shared counter to touch
+    if (max == 0) return true;  // no limit: no shared counter to touch
+    std::uint64_t cur = active.load(std::memory_order_relaxed);
+    while (cur < max) {
+      if (active.compare_exchange_weak(cur, cur + 1, std::memory_order_relaxed)) {
+        holding_slot_ = true;
+        return true;
+      }
+    }
+    return false;
+  }
+
+  // The listener is full: refuse, or queue until a slot frees up (false: refused, counted).
+  asio::awaitable<bool> wait_listener_slot() {
     const auto deadline = steady::now() + opts_.queue_timeout;
     for (;;) {
-      std::uint64_t cur = active.load(std::memory_order_relaxed);
-      while (cur < max) {
-        if (active.compare_exchange_weak(cur, cur + 1, std::memory_order_relaxed)) {
-          holding_slot_ = true;
-          co_return true;
-        }
-      }
       if (opts_.on_limit == config::tcp_options::limit_action::refuse ||
           steady::now() >= deadline || worker_->draining_ || !co_await queue_wait()) {
         stats_.on_close(metrics::tcp_close_reason::refused);
         co_return false;
       }
+      if (try_reserve_listener_slot()) co_return true;
     }
   }
 
@@ -374,85 +410,145 @@ class session : public std::enable_shared_from_this<session> {
 
   // ---- upstream: pick, connect, fail over ----------------------------------------------------
 
-  asio::awaitable<bool> connect_upstream(int index) {
+  // The upstream pick across attempts: backends tried (first) and found full (after them;
+  // retried after a queue wait), and the attempt in progress.
+  struct upstream_attempts {
+    pool::cluster* cl = nullptr;
+    const config::cluster* ccfg = nullptr;
+    balance::pick_context ctx;
+    std::array<core::backend*, 64> excluded{};
+    std::size_t tried = 0;
+    std::size_t full = 0;
+    steady::time_point deadline;
+    core::backend* backend = nullptr;  // the one being connected to
+    pool::lease pending;               // its lease, until the outcome is known
+  };
+  enum class attempt { connected, failed, again, wait_connect, wait_queue };
+
+  // Takes the cluster's snapshot. False when the client is already gone (ring_hash needs its
+  // address).
+  bool begin_attempts(int index, upstream_attempts& a) {
     auto& cl = *listener_->clusters[static_cast<std::size_t>(index)];
     auto& cache = cl.cache(worker_->index_);
-    const config::cluster& ccfg = cache.owner().config();
+    a.cl = &cl;
+    a.ccfg = &cache.owner().config();
     snap_ = cache.hold();
-    balance::pick_context ctx;
-    if (ccfg.policy == config::policy_kind::ring_hash) {
-      if (!load_peer()) co_return false;  // the client is already gone
-      ctx.hash = balance::hash_key(client_host());
+    if (a.ccfg->policy == config::policy_kind::ring_hash) {
+      if (!load_peer()) return false;
+      a.ctx.hash = balance::hash_key(client_host());
     }
+    a.deadline = steady::now() + opts_.queue_timeout;
+    return true;
+  }
 
-    // Tried backends first, then the ones found full (those are retried after a queue wait).
-    std::array<core::backend*, 64> excluded{};
-    std::size_t tried = 0, full = 0;
-    const std::uint32_t limit = ccfg.max_connections_per_backend;
+  // Picks and connects until an upstream is connected (lease_ holds it), every choice failed
+  // (counted), or an attempt has to wait: a handshake in progress, or every backend full with
+  // on_limit: queue. Never suspends, so a connect that completes at once costs no coroutine.
+  attempt next_attempt(upstream_attempts& a) {
+    const std::uint32_t limit = a.ccfg->max_connections_per_backend;
     const bool queue = opts_.on_limit == config::tcp_options::limit_action::queue;
-    const auto deadline = steady::now() + opts_.queue_timeout;
     for (;;) {
-      ctx.exclude = {excluded.data(), tried + full};
-      core::backend* b = snap_->pick(ctx);
+      a.ctx.exclude = {a.excluded.data(), a.tried + a.full};
+      core::backend* b = snap_->pick(a.ctx);
       if (!b) {
-        if (full > 0 && queue && steady::now() < deadline && co_await queue_wait()) {
-          full = 0;
-          phase_ = phase::connect;
-          continue;
-        }
-        stats_.on_close(full > 0 && tried == 0 ? metrics::tcp_close_reason::refused
-                                               : metrics::tcp_close_reason::no_backend);
-        co_return false;
+        if (a.full > 0 && queue && steady::now() < a.deadline) return attempt::wait_queue;
+        stats_.on_close(a.full > 0 && a.tried == 0 ? metrics::tcp_close_reason::refused
+                                                   : metrics::tcp_close_reason::no_backend);
+        return attempt::failed;
       }
       pool::lease l(*b);
       if (limit != 0 && b->active() > limit) {
         l.release();
-        if (tried + full == excluded.size()) co_return false;
-        excluded[tried + full] = b;
-        ++full;
+        if (a.tried + a.full == a.excluded.size()) return attempt::failed;
+        a.excluded[a.tried + a.full] = b;
+        ++a.full;
         continue;
       }
       b->stats().requests.fetch_add(1, std::memory_order_relaxed);
-      error_code ec = co_await connect_one(*b, ccfg.timeouts.connect);
-      if (!ec) {
-        l.report(pool::outcome::success);
-        lease_ = std::move(l);
-        co_return true;
-      }
-      l.report(pool::outcome::connect_failure);
-      stats_.connect_failures.fetch_add(1, std::memory_order_relaxed);
-      if (shard_) shard_->on_connect_failure(static_cast<int>(cl.metrics_slot()));
-      SLUICE_LOG(debug, "listener " << listener_->cfg->name << ": connect to " << b->name()
-                                    << " failed: " << ec.message());
-      // Keep tried ones in front of full ones.
-      if (full > 0) excluded[tried + full] = excluded[tried];
-      excluded[tried++] = b;
-      if (tried >= ccfg.max_tries || tried + full >= excluded.size() || !down_.is_open()) {
-        stats_.on_close(metrics::tcp_close_reason::no_backend);
-        co_return false;
-      }
+      a.backend = b;
+      a.pending = std::move(l);
+      error_code ec;
+      if (!start_connect(*b, ec)) return attempt::wait_connect;
+      const attempt r = settle(a, ec);
+      if (r != attempt::again) return r;
     }
   }
 
-  asio::awaitable<error_code> connect_one(core::backend& b, config::duration timeout) {
+  // The outcome of the connect to a.backend: connected, failed for good, or try another.
+  attempt settle(upstream_attempts& a, const error_code& ec) {
+    if (!ec) {
+      a.pending.report(pool::outcome::success);
+      lease_ = std::move(a.pending);
+      return attempt::connected;
+    }
+    core::backend* b = a.backend;
+    a.pending.report(pool::outcome::connect_failure);
+    a.pending.release();
+    stats_.connect_failures.fetch_add(1, std::memory_order_relaxed);
+    if (shard_) shard_->on_connect_failure(static_cast<int>(a.cl->metrics_slot()));
+    SLUICE_LOG(debug, "listener " << listener_->cfg->name << ": connect to " << b->name()
+                                  << " failed: " << ec.message());
+    // Keep tried ones in front of full ones.
+    if (a.full > 0) a.excluded[a.tried + a.full] = a.excluded[a.tried];
+    a.excluded[a.tried++] = b;
+    if (a.tried >= a.ccfg->max_tries || a.tried + a.full >= a.excluded.size() || !down_.is_open()) {
+      stats_.on_close(metrics::tcp_close_reason::no_backend);
+      return attempt::failed;
+    }
+    return attempt::again;
+  }
+
+  // The attempts that wait (`r`: wait_connect or wait_queue), until connected or failed.
+  asio::awaitable<attempt> wait_attempts(upstream_attempts& a, attempt r) {
+    for (;;) {
+      if (r == attempt::wait_queue) {
+        if (!co_await queue_wait()) {
+          stats_.on_close(a.tried == 0 ? metrics::tcp_close_reason::refused
+                                       : metrics::tcp_close_reason::no_backend);
+          co_return attempt::failed;
+        }
+        a.full = 0;
+        phase_ = phase::connect;
+      } else {
+        const error_code ec = co_await wait_connected(a.ccfg->timeouts.connect);
+        r = settle(a, ec);
+        if (r != attempt::again) co_return r;
+      }
+      r = next_attempt(a);
+      if (r == attempt::connected || r == attempt::failed) co_return r;
+    }
+  }
+
+  // Starts connecting up_ to `b`. True when that is settled at once (`ec` says how), false
+  // while the handshake is still in progress: then wait_connected() finishes it.
+  bool start_connect(core::backend& b, error_code& ec) {
     // connect(2) by hand: async_connect would add a poll(2) on completion.
     const auto& a = b.addr();
     const auto* sa = reinterpret_cast<const sockaddr*>(&a.storage);
-    up_ = tcp::socket(worker_->io_);
-    error_code ec;
+    up_.close(ec);  // a previous attempt's socket (failover); up_ stays usable for assign()
+    ec = {};
     // Non-blocking from socket(2) on: no ioctl(FIONBIO), no explicit epoll removal at close.
     const int sfd = ::socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (sfd < 0) co_return error_code(errno, asio::error::get_system_category());
+    if (sfd < 0) {
+      ec = error_code(errno, asio::error::get_system_category());
+      return true;
+    }
     net::adopt_nonblocking(up_, sa->sa_family == AF_INET6 ? tcp::v6() : tcp::v4(), sfd, ec);
     if (ec) {
       ::close(sfd);
-      co_return ec;
+      return true;
     }
-    up_.set_option(tcp::no_delay(true), ec);
+    error_code ignored;
+    up_.set_option(tcp::no_delay(true), ignored);
+    // The upstream has had no chance to send anything yet: the relay's first read from it
+    // waits for epoll rather than trying recv(2) (one EAGAIN less per connection).
+    expect_nothing_to_read(up_);
     const int fd = up_.native_handle();
-    if (::connect(fd, sa, static_cast<socklen_t>(a.length)) == 0) co_return error_code{};
-    if (errno != EINPROGRESS && errno != EINTR)
-      co_return error_code(errno, asio::error::get_system_category());
+    if (::connect(fd, sa, static_cast<socklen_t>(a.length)) == 0) return true;
+    if (errno != EINPROGRESS && errno != EINTR) {
+      ec = error_code(errno, asio::error::get_system_category());
+      return true;
+    }
     // Often (always on loopback) the handshake has completed by the time connect(2) returns:
     // a connected socket has a peer. That spares waiting for writability, which costs an
     // epoll_ctl (Asio adds EPOLLOUT on the first write wait), a loop through the reactor and
@@ -460,8 +556,13 @@ class session : public std::enable_shared_from_this<session> {
     {
       sockaddr_storage peer{};
       socklen_t plen = sizeof peer;
-      if (::getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &plen) == 0) co_return error_code{};
+      if (::getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &plen) == 0) return true;
     }
+    return false;
+  }
+
+  // Waits for the handshake start_connect() left in progress, up to `timeout`.
+  asio::awaitable<error_code> wait_connected(config::duration timeout) {
     timed_out_ = false;
     arm(timeout);
     auto [wec] = co_await up_.async_wait(tcp::socket::wait_write, use_tuple);
@@ -470,7 +571,7 @@ class session : public std::enable_shared_from_this<session> {
     if (wec) co_return wec;
     int err = 0;
     socklen_t len = sizeof err;
-    if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+    if (::getsockopt(up_.native_handle(), SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
     co_return err ? error_code(err, asio::error::get_system_category()) : error_code{};
   }
 
@@ -485,14 +586,81 @@ class session : public std::enable_shared_from_this<session> {
 
   // ---- relay -----------------------------------------------------------------------------------
 
-  static asio::awaitable<void> pump(std::shared_ptr<session> self, int which,
-                                    config::tcp_options::relay_mode mode) {
+  // One direction, until it ends. Buffered relaying is a chain of completion handlers, each
+  // handing `self` (what keeps the session alive) on to the next operation: an awaitable
+  // coroutine would allocate a frame per read and per write. Splicing (relay: splice from the
+  // start, relay: auto once a direction has moved splice_after bytes and got a pipe) is a
+  // coroutine: it only runs for bulk transfers.
+  void start_pump(std::shared_ptr<session> self, int which, config::tcp_options::relay_mode mode) {
     using relay_mode = config::tcp_options::relay_mode;
-    direction& d = self->dirs_[which];
-    bool splice = mode == relay_mode::splice && self->worker_->get_pipe(d.pipe, self->opts_.buffer_size);
-    if (!splice) splice = co_await self->pump_buffer(d, mode == relay_mode::automatic);
-    if (splice) co_await self->pump_splice(d);
-    if (--self->pumps_ == 0) self->finish();
+    direction& d = dirs_[which];
+    if (mode == relay_mode::splice && worker_->get_pipe(d.pipe, opts_.buffer_size)) {
+      asio::co_spawn(worker_->io_, splice_direction(std::move(self), which), asio::detached);
+      return;
+    }
+    d.buf = worker_->get_buffer(opts_.buffer_size);
+    d.may_splice = mode == relay_mode::automatic;
+    read_next(std::move(self), which);
+  }
+
+  void read_next(std::shared_ptr<session> self, int which) {
+    direction& d = dirs_[which];
+    async_read_relay(*d.src, worker_->reactor_, asio::buffer(d.buf.get(), opts_.buffer_size),
+                     [self = std::move(self), which](error_code ec, std::size_t n) mutable {
+                       session& s = *self;
+                       s.on_read(std::move(self), which, ec, n);
+                     });
+  }
+
+  void on_read(std::shared_ptr<session> self, int which, error_code ec, std::size_t n) {
+    direction& d = dirs_[which];
+    if (aborted_) return end_direction(which);
+    if (ec == asio::error::eof) {
+      pass_fin(d);
+      return end_direction(which);
+    }
+    if (ec) {
+      read_failed(d, ec.value());
+      return end_direction(which);
+    }
+    last_activity_ = steady::now();
+    asio::async_write(*d.dst, asio::buffer(d.buf.get(), n),
+                      [self = std::move(self), which](error_code wec, std::size_t m) mutable {
+                        session& s = *self;
+                        s.on_written(std::move(self), which, wec, m);
+                      });
+  }
+
+  void on_written(std::shared_ptr<session> self, int which, error_code ec, std::size_t m) {
+    direction& d = dirs_[which];
+    if (aborted_) return end_direction(which);
+    if (ec) {
+      write_failed(d);
+      return end_direction(which);
+    }
+    count(d, m);
+    d.moved += m;
+    if (d.may_splice && d.moved >= splice_after) {
+      d.may_splice = false;  // one attempt; without a pipe, stay buffered
+      if (make_non_blocking() && worker_->get_pipe(d.pipe, opts_.buffer_size)) {
+        worker_->put_buffer(std::move(d.buf), opts_.buffer_size);  // empty: all written
+        asio::co_spawn(worker_->io_, splice_direction(std::move(self), which), asio::detached);
+        return;
+      }
+    }
+    read_next(std::move(self), which);
+  }
+
+  static asio::awaitable<void> splice_direction(std::shared_ptr<session> self, int which) {
+    co_await self->pump_splice(self->dirs_[which]);
+    self->end_direction(which);
+  }
+
+  // The direction is over (passed its FIN, failed, or the session was aborted). The caller's
+  // `self` may be the session's last owner: nothing touches the session after this returns.
+  void end_direction(int which) {
+    worker_->put_buffer(std::move(dirs_[which].buf), opts_.buffer_size);
+    if (--pumps_ == 0) finish();
   }
 
   asio::awaitable<void> pump_splice(direction& d) {
@@ -549,45 +717,6 @@ class session : public std::enable_shared_from_this<session> {
       if (eof) {
         pass_fin(d);
         co_return;
-      }
-    }
-  }
-
-  // Copies through a (pooled) buffer until the direction ends. With `may_splice` (relay: auto),
-  // returns true once the direction has moved splice_after bytes and got a pipe: the caller
-  // goes on with pump_splice (the buffer is empty at that point).
-  asio::awaitable<bool> pump_buffer(direction& d, bool may_splice) {
-    const std::size_t size = opts_.buffer_size;
-    struct pooled {
-      worker_state& w;
-      std::size_t size;
-      std::unique_ptr<std::uint8_t[]> p;
-      ~pooled() { w.put_buffer(std::move(p), size); }
-    } buf{*worker_, size, worker_->get_buffer(size)};
-    std::uint64_t moved = 0;
-    for (;;) {
-      auto [ec, n] = co_await d.src->async_read_some(asio::buffer(buf.p.get(), size), use_tuple);
-      if (aborted_) co_return false;
-      if (ec == asio::error::eof) {
-        pass_fin(d);
-        co_return false;
-      }
-      if (ec) {
-        read_failed(d, ec.value());
-        co_return false;
-      }
-      last_activity_ = steady::now();
-      auto [wec, m] = co_await asio::async_write(*d.dst, asio::buffer(buf.p.get(), n), use_tuple);
-      if (aborted_) co_return false;
-      if (wec) {
-        write_failed(d);
-        co_return false;
-      }
-      count(d, m);
-      moved += m;
-      if (may_splice && moved >= splice_after) {
-        may_splice = false;  // one attempt; without a pipe, stay buffered
-        if (make_non_blocking() && worker_->get_pipe(d.pipe, size)) co_return true;
       }
     }
   }

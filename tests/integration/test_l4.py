@@ -115,6 +115,18 @@ def echo_handler(c, server):
     server.record((n, hsh.hexdigest()))
 
 
+def short_reply_handler(c, server):
+    """Reads until the client's FIN, answers with one short line (the length read), closes."""
+    n = 0
+    while True:
+        data = c.recv(65536)
+        if not data:
+            break
+        n += len(data)
+    c.sendall(b"got %d\n" % n)
+    server.record(n)
+
+
 def reply_after_eof_handler(c, server):
     """Reads until the client's FIN, then answers with a digest and 4 MiB, then closes."""
     hsh = hashlib.sha256()
@@ -311,10 +323,13 @@ class SemanticsTest(L4Case):
         cls.replier = cls.start_tcp(reply_after_eof_handler, "replier")
         cls.echo = cls.start_tcp(echo_handler, "echo")
         cls.holder = cls.start_tcp(hold_handler, "holder")
+        cls.short = cls.start_tcp(short_reply_handler, "short")
         dead = f"127.0.0.1:{h.free_dead_port()}"
         cls.sluice = cls.start_sluice(h.config(
             [tcp_listener("half", "replier"),
              tcp_listener("half_buffer", "replier", relay="buffer"),
+             tcp_listener("short", "short"),
+             tcp_listener("short_buffer", "short", relay="buffer"),
              tcp_listener("failover", "failover"),
              tcp_listener("idle", "holder", idle_timeout="500ms"),
              tcp_listener("limited", "holder", max_connections=2),
@@ -324,6 +339,7 @@ class SemanticsTest(L4Case):
             [tcp_cluster("replier", [cls.replier.address]),
              tcp_cluster("failover", [dead, cls.echo.address], max_tries=2),
              tcp_cluster("holder", [cls.holder.address]),
+             tcp_cluster("short", [cls.short.address]),
              tcp_cluster("small", [cls.holder.address], max_connections_per_backend=1)],
             workers=2))
 
@@ -337,6 +353,20 @@ class SemanticsTest(L4Case):
         head, _, rest = data.partition(b"\n")
         self.assertEqual(head, b"digest " + hashlib.sha256(payload).hexdigest().encode())
         self.assertEqual(rest, b"z" * (4 << 20))
+
+    def test_short_request_and_fin_together(self):
+        # A few bytes and the FIN in the same instant, both ways: the relay must report the
+        # end-of-file that arrives with (and is consumed by the read of) the last bytes.
+        for listener in ("short", "short_buffer"):
+            for i in range(40):
+                with connect(self.sluice.ports[listener]) as s:
+                    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    payload = b"q" * (1 + i % 7)
+                    s.sendall(payload)
+                    s.shutdown(socket.SHUT_WR)
+                    data, reset = recv_all(s)
+                self.assertFalse(reset, listener)
+                self.assertEqual(data, b"got %d\n" % len(payload), listener)
 
     def test_half_close_splice(self):
         self.half_close("half")
