@@ -9,9 +9,18 @@
 #include <system_error>
 #include <thread>
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <boost/asio/detail/bind_handler.hpp>
+#include <boost/asio/detail/fenced_block.hpp>
+#include <boost/asio/detail/handler_alloc_helpers.hpp>
+#include <boost/asio/detail/handler_work.hpp>
+#include <boost/asio/detail/memory.hpp>
+#include <boost/asio/detail/reactor.hpp>
+#include <boost/asio/detail/reactor_op.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
@@ -29,6 +38,121 @@ using reuse_port = asio::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT
 
 namespace {
 
+#if defined(BOOST_ASIO_HAS_EPOLL) && !defined(BOOST_ASIO_HAS_IO_URING_AS_DEFAULT) && \
+    !defined(SLUICE_NO_ACCEPT_OP)
+#define SLUICE_ACCEPT_OP 1
+// accept4(2) as an operation of Asio's reactor on the listening socket. Asio's own async_wait
+// re-arms the socket with an epoll_ctl(2) every time it is started (so that an edge consumed
+// earlier is not lost); an operation that performs the accept itself needs no such re-arming:
+// when it is started while the reactor's "try at once" flag is set it calls accept4 right away,
+// and otherwise (or on EAGAIN) it waits for the socket's next edge, which epoll reports since
+// the accept that emptied the backlog. It accepts a batch: until EAGAIN (then the flag is
+// cleared, so the next operation waits for an edge without trying first) or `max` accepted.
+// Completes with (error, accepted batch); an error only when nothing was accepted.
+struct accepted_batch {
+  static constexpr int max = 64;  // accepts before letting the worker's other work run
+  int fd[max];
+  int n = 0;
+};
+
+template <typename Handler, typename IoExecutor>
+class accept4_op : public asio::detail::reactor_op {
+ public:
+  BOOST_ASIO_DEFINE_HANDLER_PTR(accept4_op);
+
+  accept4_op(int fd, Handler& handler, const IoExecutor& io_ex)
+      : reactor_op(boost::system::error_code(), &accept4_op::do_perform,
+                   &accept4_op::do_complete),
+        fd_(fd),
+        handler_(static_cast<Handler&&>(handler)),
+        work_(handler_, io_ex) {}
+
+  static status do_perform(reactor_op* base) {
+    auto* o = static_cast<accept4_op*>(base);
+    auto& b = o->batch_;
+    while (b.n < accepted_batch::max) {
+      const int fd = ::accept4(o->fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd >= 0) {
+        b.fd[b.n++] = fd;
+        continue;
+      }
+      switch (errno) {
+        case EAGAIN:
+#if EAGAIN != EWOULDBLOCK
+        case EWOULDBLOCK:
+#endif
+          return b.n > 0 ? done_and_exhausted : not_done;
+        // The connection went away before we took it, or a network error on it (accept(2)
+        // says to treat these like EAGAIN and retry): next one.
+        case EINTR:
+        case ECONNABORTED:
+        case EPROTO:
+        case EPERM:
+        case ENETDOWN:
+        case ENOPROTOOPT:
+        case EHOSTDOWN:
+        case ENONET:
+        case EHOSTUNREACH:
+        case EOPNOTSUPP:
+        case ENETUNREACH:
+          continue;
+        default:
+          // Reported when nothing was accepted; otherwise it shows again on the next try.
+          if (b.n == 0) o->ec_ = boost::system::error_code(errno, asio::error::get_system_category());
+          return done;
+      }
+    }
+    return done;
+  }
+
+  static void do_complete(void* owner, asio::detail::operation* base,
+                          const boost::system::error_code&, std::size_t) {
+    auto* o = static_cast<accept4_op*>(base);
+    ptr p = {asio::detail::addressof(o->handler_), o, o};
+    asio::detail::handler_work<Handler, IoExecutor> w(std::move(o->work_));
+    asio::detail::binder2<Handler, boost::system::error_code, accepted_batch> handler(
+        o->handler_, o->ec_, o->batch_);
+    p.h = asio::detail::addressof(handler.handler_);
+    p.reset();
+    if (owner) {
+      asio::detail::fenced_block b(asio::detail::fenced_block::half);
+      w.complete(handler, handler.handler_);
+    } else {
+      // The reactor is being destroyed: the connections go too.
+      for (int i = 0; i < handler.arg2_.n; ++i) ::close(handler.arg2_.fd[i]);
+    }
+  }
+
+ private:
+  int fd_;
+  accepted_batch batch_;
+  Handler handler_;
+  asio::detail::handler_work<Handler, IoExecutor> work_;
+};
+
+// Starts an accept4_op on `listener` (a listening socket wrapped as a tcp::socket, registered
+// with the reactor of its io_context, non-blocking).
+template <typename Handler>
+void async_accept4(tcp::socket& listener, asio::detail::reactor& reactor, Handler&& handler) {
+  using handler_type = std::decay_t<Handler>;
+  using op = accept4_op<handler_type, tcp::socket::executor_type>;
+  auto& impl = (listener.*detail::socket_state_access::member()).get_implementation();
+  if (impl.socket_ < 0 || impl.reactor_data_ == nullptr) {
+    asio::post(listener.get_executor(),
+               [h = handler_type(std::forward<Handler>(handler))]() mutable {
+                 h(asio::error::bad_descriptor, accepted_batch{});
+               });
+    return;
+  }
+  handler_type h(std::forward<Handler>(handler));
+  typename op::ptr p = {asio::detail::addressof(h), op::ptr::allocate(h), nullptr};
+  p.p = new (p.v) op(impl.socket_, h, listener.get_executor());
+  reactor.start_op(asio::detail::reactor::read_op, impl.socket_, impl.reactor_data_, p.p,
+                   false, true);
+  p.v = p.p = nullptr;
+}
+#endif
+
 // One acceptor on one worker. Waits for readability, then accepts with accept4(SOCK_NONBLOCK |
 // SOCK_CLOEXEC) until the backlog is empty or a batch is done: no ioctl per connection, and
 // accepted sockets are not inherited by an exec (binary upgrade). On resource exhaustion
@@ -42,14 +166,27 @@ class acceptor_loop : public std::enable_shared_from_this<acceptor_loop> {
         acceptor_(std::move(acceptor)),
         protocol_(protocol_of(acceptor_)),
         fd_(acceptor_.native_handle()),
+#ifdef SLUICE_ACCEPT_OP
+        listen_(io),
+        reactor_(asio::use_service<asio::detail::reactor>(io)),
+#endif
         backoff_(io),
         spec_(spec) {
     // accept4 must never block the worker; Asio would only set this at the first async_wait.
     boost::system::error_code ignored;
     acceptor_.non_blocking(true, ignored);
+#ifdef SLUICE_ACCEPT_OP
+    // The listening socket moves into a tcp::socket, whose reactor registration the accept
+    // operation needs (the acceptor keeps its own private). Once per listener and worker.
+    boost::system::error_code ec;
+    const int fd = acceptor_.release(ec);
+    if (!ec) listen_.assign(protocol_, fd, ec);
+    if (!ec) listen_.non_blocking(true, ec);
+    if (ec) SLUICE_LOG(warn, "listener " << spec_.name << ": " << ec.message());
+#endif
   }
 
-  void start() { accept_batch(); }
+  void start() { accept_next(); }
   const std::string& name() const noexcept { return spec_.name; }
   /// The listening socket while open, else -1.
   int fd() const noexcept { return open_.load(std::memory_order_acquire) ? fd_ : -1; }
@@ -62,13 +199,19 @@ class acceptor_loop : public std::enable_shared_from_this<acceptor_loop> {
     // registered while another process (an upgrade's successor) holds the same socket, and
     // this worker would keep waking up for connections that are not its own.
     boost::system::error_code ec;
+#ifdef SLUICE_ACCEPT_OP
+    const int fd = listen_.release(ec);  // a pending accept completes with operation_aborted
+#else
     const int fd = acceptor_.release(ec);
+#endif
     if (!ec && fd >= 0) ::close(fd);
     backoff_.cancel();
   }
 
  private:
+#ifndef SLUICE_ACCEPT_OP
   static constexpr int batch = 64;  // accepts before letting the worker's other work run
+#endif
 
   static tcp protocol_of(const tcp::acceptor& a) {
     boost::system::error_code ec;
@@ -76,6 +219,41 @@ class acceptor_loop : public std::enable_shared_from_this<acceptor_loop> {
     return !ec && ep.protocol() == tcp::v6() ? tcp::v6() : tcp::v4();
   }
 
+#ifdef SLUICE_ACCEPT_OP
+  // A batch per completion. After a full batch the next accept starts at once (and completes
+  // at once, through the scheduler), so the worker's other handlers run in between.
+  void accept_next() {
+    if (closed_) return;
+    async_accept4(listen_, reactor_, [self = shared_from_this()](boost::system::error_code ec,
+                                                                 const accepted_batch& b) {
+      int i = 0;
+      if (!self->closed_ && ec != asio::error::operation_aborted) {
+        if (ec) return self->pause(ec.value(), "accept");
+        for (; i < b.n && !self->closed_; ++i) self->take(b.fd[i]);
+      }
+      for (; i < b.n; ++i) ::close(b.fd[i]);  // closed meanwhile
+      if (!self->closed_ && ec != asio::error::operation_aborted) self->accept_next();
+    });
+  }
+#else
+  void accept_next() { accept_batch(); }
+#endif
+
+  void take(int fd) {
+    exhausted_ = false;
+    tcp::socket socket(acceptor_.get_executor());
+    boost::system::error_code ec;
+    adopt_nonblocking(socket, protocol_, fd, ec);
+    if (ec) {
+      ::close(fd);
+      SLUICE_LOG(warn, "accept on listener " << spec_.name << ": " << ec.message());
+      return;
+    }
+    spec_.on_accept(worker_, std::move(socket));
+  }
+
+#ifndef SLUICE_ACCEPT_OP
+  // Without the accept operation: wait for readability, then accept until EAGAIN or a batch.
   void wait() {
     acceptor_.async_wait(tcp::acceptor::wait_read,
                          [self = shared_from_this()](boost::system::error_code ec) {
@@ -115,22 +293,14 @@ class acceptor_loop : public std::enable_shared_from_this<acceptor_loop> {
             return pause(err, "accept");
         }
       }
-      exhausted_ = false;
-      tcp::socket socket(acceptor_.get_executor());
-      boost::system::error_code ec;
-      adopt_nonblocking(socket, protocol_, fd, ec);
-      if (ec) {
-        ::close(fd);
-        SLUICE_LOG(warn, "accept on listener " << spec_.name << ": " << ec.message());
-        continue;
-      }
-      spec_.on_accept(worker_, std::move(socket));
+      take(fd);
       if (closed_) return;
     }
     // More may be queued, and edge-triggered epoll will not say so again: continue after the
     // worker's other ready handlers.
     asio::post(acceptor_.get_executor(), [self = shared_from_this()] { self->accept_batch(); });
   }
+#endif
 
   void pause(int err, const char* what) {
     const bool exhaustion = err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM;
@@ -142,7 +312,7 @@ class acceptor_loop : public std::enable_shared_from_this<acceptor_loop> {
     exhausted_ = exhaustion;
     backoff_.expires_after(std::chrono::milliseconds(exhaustion ? 100 : 50));
     backoff_.async_wait([self = shared_from_this()](boost::system::error_code wec) {
-      if (!wec && !self->closed_) self->accept_batch();
+      if (!wec && !self->closed_) self->accept_next();
     });
   }
 
@@ -150,6 +320,10 @@ class acceptor_loop : public std::enable_shared_from_this<acceptor_loop> {
   tcp::acceptor acceptor_;
   tcp protocol_;
   int fd_;
+#ifdef SLUICE_ACCEPT_OP
+  tcp::socket listen_;  // the listening socket, for the reactor (acceptor_ is left empty)
+  asio::detail::reactor& reactor_;
+#endif
   asio::steady_timer backoff_;
   listen_spec spec_;
   bool closed_ = false;
@@ -192,6 +366,19 @@ runtime::runtime(unsigned workers) : impl_(std::make_unique<impl>()) {
 
 runtime::~runtime() = default;
 
+namespace {
+// TCP_INQ (Linux 4.18+) on a listening socket, inherited by the sockets it accepts: a
+// recvmsg(2) given room for control messages learns how many bytes (and whether a FIN) remain
+// queued, which lets the L4 relay skip a read bound to return EAGAIN (src/l4/relay_read.hpp).
+// Reads without a control buffer (everything else) are unaffected. Best effort: errors ignored.
+void ask_for_inq(tcp::acceptor& acc) {
+#ifdef TCP_INQ
+  int one = 1;
+  ::setsockopt(acc.native_handle(), IPPROTO_TCP, TCP_INQ, &one, sizeof one);
+#endif
+}
+}  // namespace
+
 std::uint16_t runtime::listen(const listen_spec& spec) {
   // Every socket is ready before any starts accepting, so a failure leaves nothing behind.
   std::vector<std::pair<unsigned, tcp::acceptor>> made;
@@ -219,6 +406,7 @@ std::uint16_t runtime::listen(const listen_spec& spec) {
                                   spec.address.text);
     }
     port = acc.local_endpoint().port();
+    ask_for_inq(acc);
     made.emplace_back(w, std::move(acc));
   }
   for (unsigned w = static_cast<unsigned>(made.size()); w < workers(); ++w) {
@@ -231,6 +419,7 @@ std::uint16_t runtime::listen(const listen_spec& spec) {
     if (!ec && ep.protocol() == tcp::v6()) acc.set_option(asio::ip::v6_only(true), ec);
     if (!ec) acc.bind(ep, ec);
     if (!ec) acc.listen(asio::socket_base::max_listen_connections, ec);
+    if (!ec) ask_for_inq(acc);
     if (ec) {
       throw std::system_error(ec.value(), std::generic_category(),
                               "listener " + spec.name + ": cannot listen on " + spec.address.text);
