@@ -91,17 +91,6 @@ void set_nodelay(tcp::socket& s) {
   s.set_option(tcp::no_delay(true), ec);
 }
 
-// The client's address as written in X-Forwarded-For and the access log (IPv4-mapped IPv6
-// addresses as plain IPv4).
-std::string client_ip_of(tcp::socket& s) {
-  error_code ec;
-  auto ep = s.remote_endpoint(ec);
-  if (ec) return {};
-  auto a = ep.address();
-  if (a.is_v6() && a.to_v6().is_v4_mapped())
-    a = asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6());
-  return a.to_string();
-}
 
 void append_number(std::string& out, std::uint64_t v) {
   char buf[24];
@@ -198,6 +187,14 @@ struct scratch {
   std::string up_head, head, xff, fwd;
 };
 
+// A read buffer larger than this is freed rather than kept (by an idle server, or in the pool).
+constexpr std::size_t kept_read_buffer = 4 * 1024;
+
+void trim_read_buffer(beast::flat_buffer& b) {
+  b.clear();
+  if (b.capacity() > kept_read_buffer) b.shrink_to_fit();  // frees it
+}
+
 class scratch_pool {
  public:
   scratch take() {
@@ -208,14 +205,12 @@ class scratch_pool {
   }
   void give(scratch&& s) {
     if (free_.size() >= keep) return;
-    s.down_buf.clear();
-    if (s.down_buf.capacity() > max_buffer) s.down_buf.shrink_to_fit();  // frees it
+    trim_read_buffer(s.down_buf);
     free_.push_back(std::move(s));
   }
 
  private:
-  static constexpr std::size_t keep = 64;             // a worker's busiest moment, roughly
-  static constexpr std::size_t max_buffer = 4 * 1024;  // larger read buffers are not kept
+  static constexpr std::size_t keep = 64;  // a worker's busiest moment, roughly
   std::vector<scratch> free_;
 };
 
@@ -274,14 +269,14 @@ class session final : public session_base,
     set_nodelay(raw(down_));
     error_code ec;
     if (!raw(down_).non_blocking()) raw(down_).non_blocking(true, ec);
-    client_ip_ = client_ip_of(raw(down_));
+    client_ip_ = packed_address::peer_of(raw(down_)).to_string();
     asio::co_spawn(down_.get_executor(), run(this->shared_from_this(), true), asio::detached);
   }
 
-  // Cleartext server: takes a woken parked connection (its read brought `n` bytes). The state
-  // of the connection served before is gone (detach); the session keeps the record for the
-  // next time the connection parks.
-  void attach(std::unique_ptr<parked_conn> rec, std::size_t n)
+  // Cleartext server: takes a woken parked connection (its read brought `rec->got` bytes).
+  // The state of the connection served before is gone (detach); the session keeps the record
+  // for the next time the connection parks.
+  void attach(std::unique_ptr<parked_conn> rec)
     requires(!tls)
   {
     // A reloaded configuration applies from the next request on.
@@ -303,7 +298,7 @@ class session final : public session_base,
     requests_ = rec->requests;
     client_ip_ = rec->client.to_string();
     first_ = rec->first;
-    std::string_view bytes(rec->bytes, n);
+    std::string_view bytes(rec->bytes, rec->got);
     rec_ = std::move(rec);
     attached_ = true;
     worker_->link(this, min_timeout_);
@@ -343,8 +338,7 @@ class session final : public session_base,
     res_.reset();
     relay_.reset();
     req_relay_.reset();
-    down_buf_.clear();
-    if (down_buf_.capacity() > 4 * 1024) down_buf_.shrink_to_fit();
+    trim_read_buffer(down_buf_);
   }
 
   // Cleartext server: serves the attached connection until it parks or closes, then waits
@@ -363,8 +357,7 @@ class session final : public session_base,
       if (w.ready_.empty()) co_return;  // the worker stops
       auto rec = std::move(w.ready_.front());
       w.ready_.pop_front();
-      std::size_t n = rec->got;
-      attach(std::move(rec), n);
+      attach(std::move(rec));
     }
   }
 
@@ -407,16 +400,16 @@ class session final : public session_base,
 
   std::chrono::milliseconds check_deadlines(steady::time_point now) override {
     if (closed_) return min_timeout_;
+    bool fired = false;
     if (now >= deadline_) {
-      timed_out_ = true;
+      timed_out_ = fired = true;
       deadline_ = steady::time_point::max();
-      error_code ec;
-      raw(down_).cancel(ec);
-      if (up_) up_->socket.cancel(ec);
     }
     if (now >= body_deadline_) {
-      body_timed_out_ = true;
+      body_timed_out_ = fired = true;
       body_deadline_ = steady::time_point::max();
+    }
+    if (fired) {
       error_code ec;
       raw(down_).cancel(ec);
       if (up_) up_->socket.cancel(ec);
@@ -1825,9 +1818,9 @@ void resume_parked(std::unique_ptr<parked_conn> p, const error_code& ec, std::si
     return;
   }
   // An idle server takes it (see session::serve), or a new one.
+  p->got = static_cast<std::uint8_t>(n);
   if (w->idle_servers_ > 0) {
     --w->idle_servers_;
-    p->got = static_cast<std::uint8_t>(n);
     w->ready_.push_back(std::move(p));
     w->server_wake_.cancel_one();
     return;
@@ -1835,7 +1828,7 @@ void resume_parked(std::unique_ptr<parked_conn> p, const error_code& ec, std::si
   using plain = session<tcp::socket>;
   auto s = std::allocate_shared<plain>(field_allocator<plain>{}, plain::server_tag{},
                                        w->shared_from_this());
-  s->attach(std::move(p), n);
+  s->attach(std::move(p));
   asio::co_spawn(w->io_.get_executor(), s->serve(s), asio::detached);
 }
 

@@ -170,7 +170,6 @@ void worker_state::park(std::unique_ptr<parked_conn> rec, tcp::socket socket,
   auto s = net::rebind_socket<parked_socket>(std::move(socket), io_.get_executor());
   auto p = rec ? std::move(rec) : std::make_unique<parked_conn>(parked_socket(io_.get_executor()));
   p->socket = std::move(s);
-  p->closing = false;
   p->worker = this;
   p->listener = std::move(listener);
   p->client = client;
@@ -215,10 +214,10 @@ void worker_state::unpark(parked_conn* p) {
   p->linked = false;
 }
 
-// Timed out or drained: its read completes with operation_aborted and resume_parked closes it.
+// Timed out or drained: its read completes with operation_aborted and resume_parked closes it
+// (or, had bytes arrived already, serves them).
 void worker_state::close_parked(parked_conn* p) {
   unpark(p);
-  p->closing = true;
   error_code ec;
   p->socket.cancel(ec);
 }

@@ -79,8 +79,7 @@ struct parked_conn {
   std::uint16_t list = 0;       ///< index into worker_state::parked_
   packed_address client;
   bool first = false;           ///< no request yet
-  std::uint8_t got = 0;         ///< bytes the read brought (waiting for a server)
-  bool closing = false;         ///< timed out or drained: the read completes aborted
+  std::uint8_t got = 0;         ///< bytes the read brought (for the server that takes it)
   bool linked = false;
   char bytes[parked_bytes];
 };

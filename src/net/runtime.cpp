@@ -38,6 +38,27 @@ using reuse_port = asio::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT
 
 namespace {
 
+// accept4(2) errors that concern only the connection being taken (it went away before we took
+// it, or a network error on it): accept(2) says to treat them like EAGAIN and retry.
+bool retry_accept(int err) noexcept {
+  switch (err) {
+    case EINTR:
+    case ECONNABORTED:
+    case EPROTO:
+    case EPERM:
+    case ENETDOWN:
+    case ENOPROTOOPT:
+    case EHOSTDOWN:
+    case ENONET:
+    case EHOSTUNREACH:
+    case EOPNOTSUPP:
+    case ENETUNREACH:
+      return true;
+    default:
+      return false;
+  }
+}
+
 #if defined(BOOST_ASIO_HAS_EPOLL) && !defined(BOOST_ASIO_HAS_IO_URING_AS_DEFAULT) && \
     !defined(SLUICE_NO_ACCEPT_OP)
 #define SLUICE_ACCEPT_OP 1
@@ -76,31 +97,12 @@ class accept4_op : public asio::detail::reactor_op {
         b.fd[b.n++] = fd;
         continue;
       }
-      switch (errno) {
-        case EAGAIN:
-#if EAGAIN != EWOULDBLOCK
-        case EWOULDBLOCK:
-#endif
-          return b.n > 0 ? done_and_exhausted : not_done;
-        // The connection went away before we took it, or a network error on it (accept(2)
-        // says to treat these like EAGAIN and retry): next one.
-        case EINTR:
-        case ECONNABORTED:
-        case EPROTO:
-        case EPERM:
-        case ENETDOWN:
-        case ENOPROTOOPT:
-        case EHOSTDOWN:
-        case ENONET:
-        case EHOSTUNREACH:
-        case EOPNOTSUPP:
-        case ENETUNREACH:
-          continue;
-        default:
-          // Reported when nothing was accepted; otherwise it shows again on the next try.
-          if (b.n == 0) o->ec_ = boost::system::error_code(errno, asio::error::get_system_category());
-          return done;
-      }
+      const int err = errno;
+      if (err == EAGAIN || err == EWOULDBLOCK) return b.n > 0 ? done_and_exhausted : not_done;
+      if (retry_accept(err)) continue;
+      // Reported when nothing was accepted; otherwise it shows again on the next try.
+      if (b.n == 0) o->ec_ = boost::system::error_code(err, asio::error::get_system_category());
+      return done;
     }
     return done;
   }
@@ -269,29 +271,9 @@ class acceptor_loop : public std::enable_shared_from_this<acceptor_loop> {
       const int fd = ::accept4(fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
       if (fd < 0) {
         const int err = errno;
-        switch (err) {
-          case EAGAIN:
-#if EAGAIN != EWOULDBLOCK
-          case EWOULDBLOCK:
-#endif
-            return wait();
-          // The connection went away before we took it, or a network error on it (accept(2)
-          // says to treat these like EAGAIN and retry): next one.
-          case EINTR:
-          case ECONNABORTED:
-          case EPROTO:
-          case EPERM:
-          case ENETDOWN:
-          case ENOPROTOOPT:
-          case EHOSTDOWN:
-          case ENONET:
-          case EHOSTUNREACH:
-          case EOPNOTSUPP:
-          case ENETUNREACH:
-            continue;
-          default:
-            return pause(err, "accept");
-        }
+        if (err == EAGAIN || err == EWOULDBLOCK) return wait();
+        if (retry_accept(err)) continue;
+        return pause(err, "accept");
       }
       take(fd);
       if (closed_) return;

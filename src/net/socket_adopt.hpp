@@ -8,15 +8,19 @@
 namespace sluice::net {
 
 namespace detail {
+// A socket's io_object (service + implementation: fd, state, reactor registration) is a
+// protected member; a pointer to it, taken through a derived class, may be applied to any
+// socket of that type.
+template <class Socket>
+struct io_object_access : Socket {
+  static auto member() { return &io_object_access::impl_; }
+};
+
 // Asio keeps in a socket's private state whether the fd is non-blocking (for its reactor, and
 // as the user's choice for synchronous operations) and issues ioctl(FIONBIO) before the first
 // asynchronous operation, and on every non_blocking(true), when it does not know. A socket from
-// accept4(SOCK_NONBLOCK) or socket(SOCK_NONBLOCK) already is, so the state is set directly: a
-// pointer to the protected member, taken through a derived class, may be applied to any
-// tcp::socket.
-struct socket_state_access : boost::asio::ip::tcp::socket {
-  static auto member() { return &socket_state_access::impl_; }
-};
+// accept4(SOCK_NONBLOCK) or socket(SOCK_NONBLOCK) already is, so the state is set directly.
+using socket_state_access = io_object_access<boost::asio::ip::tcp::socket>;
 }  // namespace detail
 
 /// Wraps `fd`, just made by accept4(SOCK_NONBLOCK | SOCK_CLOEXEC) or socket(SOCK_NONBLOCK |

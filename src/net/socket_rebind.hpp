@@ -2,19 +2,14 @@
 // syscall. Internal header: includes Asio.
 #pragma once
 
+#include <type_traits>
+
 #include <boost/asio/basic_stream_socket.hpp>
 #include <boost/asio/ip/tcp.hpp>
 
-namespace sluice::net {
+#include "net/socket_adopt.hpp"  // detail::io_object_access
 
-namespace detail {
-// The socket's io_object (service + implementation) is a protected member; a pointer to it,
-// taken through a derived class, may be applied to any socket of that type.
-template <class Socket>
-struct io_object_access : Socket {
-  static auto member() { return &io_object_access::impl_; }
-};
-}  // namespace detail
+namespace sluice::net {
 
 /// Returns a socket of type `To` (on executor `ex`, which must belong to the io_context `from`
 /// is registered with) that owns what `from` owned: the fd, its reactor registration and its
