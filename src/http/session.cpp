@@ -35,6 +35,7 @@
 #include "net/tls_server.hpp"
 #include "sluice/h2/preface.hpp"
 #include "sluice/balance/policy.hpp"
+#include "sluice/core/clock.hpp"
 #include "sluice/http/forwarding.hpp"
 #include "sluice/http/router.hpp"
 #include "sluice/log/log.hpp"
@@ -384,7 +385,7 @@ class session final : public session_base,
   // deadline scan (check_deadlines) runs at a quarter of the smallest timeout of its sessions.
   void set_deadline(std::chrono::milliseconds d) {
     timed_out_ = false;
-    deadline_ = d > 0ms ? steady::now() + d : steady::time_point::max();
+    deadline_ = d > 0ms ? core::coarse_now() + d : steady::time_point::max();
   }
   bool timed_out(const error_code& ec) const {
     return timed_out_ && ec == asio::error::operation_aborted;
@@ -392,7 +393,7 @@ class session final : public session_base,
   // The body half of a streamed exchange runs beside the response half: its own deadline.
   void set_body_deadline(std::chrono::milliseconds d) {
     body_timed_out_ = false;
-    body_deadline_ = d > 0ms ? steady::now() + d : steady::time_point::max();
+    body_deadline_ = d > 0ms ? core::coarse_now() + d : steady::time_point::max();
   }
   bool body_timed_out(const error_code& ec) const {
     return body_timed_out_ && ec == asio::error::operation_aborted;
@@ -540,8 +541,7 @@ class session final : public session_base,
           co_return true;
         }
         if (r.what == head_result::state::reject) {
-          log_time_ = std::chrono::system_clock::now();
-          start_ = steady::now();
+          mark_start();
           co_await send_simple(r.status, false);
           co_return false;
         }
@@ -569,8 +569,7 @@ class session final : public session_base,
       drain_marks_ = 0;
       if (ec) {
         if (timed_out(ec) && down_buf_.size() > 0) {
-          log_time_ = std::chrono::system_clock::now();
-          start_ = steady::now();
+          mark_start();
           co_await send_simple(408, false);
         }
         co_return false;
@@ -585,8 +584,7 @@ class session final : public session_base,
     auto& p = *req_;
     auto& req = p.get();
     ++requests_;
-    start_ = steady::now();
-    log_time_ = std::chrono::system_clock::now();
+    mark_start();
     has_request_ = true;
     keep_alive_ = p.keep_alive() && requests_ < limits_->max_keepalive_requests;
     if (p.is_done())
@@ -1597,6 +1595,19 @@ class session final : public session_base,
   }
 
   // ---- access log ----------------------------------------------------------------------------
+  // A request's start: the precise clock for its latency, the wall clock only for the access
+  // log's timestamp. Its end is read once, for the metrics and the access log alike.
+  void mark_start() {
+    start_ = steady::now();
+    finished_ = steady::time_point{};
+    log_time_ = worker_->access_.enabled() ? std::chrono::system_clock::now()
+                                           : std::chrono::system_clock::time_point{};
+  }
+  steady::time_point finish_time() {
+    if (finished_ == steady::time_point{}) finished_ = steady::now();
+    return finished_;
+  }
+
   void reset_request_log() {
     metrics_cluster_ = -1;
     metrics_route_ = metrics::no_slot;
@@ -1618,7 +1629,7 @@ class session final : public session_base,
                               std::chrono::duration<double>(upstream_seconds_))
                         : std::chrono::nanoseconds{0};
     worker_->metrics_->on_request(listener_->index, metrics_cluster_, answered_, status_,
-                                  steady::now() - start_, up, bytes_in_, bytes_sent_,
+                                  finish_time() - start_, up, bytes_in_, bytes_sent_,
                                   metrics_route_);
   }
 
@@ -1634,7 +1645,12 @@ class session final : public session_base,
     if (!worker_->access_.enabled() || status_ == 0) return;
     log::access_entry e;
     e.client_ip = client_ip_;
-    e.time = log_time_;
+    // Zero when the access log was switched on (a reload) while this request was under way.
+    e.time = log_time_ != std::chrono::system_clock::time_point{}
+                 ? log_time_
+                 : std::chrono::system_clock::now() -
+                       std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                           finish_time() - start_);
     if (has_request_ && req_) {
       auto& req = req_->get();
       e.method = {req.method_string().data(), req.method_string().size()};
@@ -1649,7 +1665,7 @@ class session final : public session_base,
     e.body_bytes_sent = bytes_sent_;
     e.upstream_addr = upstream_addr_;
     e.upstream_seconds = upstream_seconds_;
-    e.request_seconds = std::chrono::duration<double>(steady::now() - start_).count();
+    e.request_seconds = std::chrono::duration<double>(finish_time() - start_).count();
     worker_->access_.append(e);
   }
 
@@ -1712,6 +1728,7 @@ class session final : public session_base,
   // access log fields of the current request
   std::chrono::system_clock::time_point log_time_;
   steady::time_point start_;
+  steady::time_point finished_;  // set by finish_time(); zero until then
   unsigned status_ = 0;
   std::uint64_t bytes_sent_ = 0;
   std::string upstream_addr_;

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "sluice/core/clock.hpp"
+
 namespace sluice::http {
 
 std::shared_ptr<upstream_conn> upstream_pool::take(core::backend* b) {
@@ -32,7 +34,7 @@ void upstream_pool::put(std::shared_ptr<upstream_conn> c, std::uint32_t max_idle
   }
   c->pooled = true;
   ++c->idle_epoch;
-  c->idle_since = std::chrono::steady_clock::now();
+  c->idle_since = core::coarse_now();
   c->idle_timeout = idle_timeout;
   c->buffer.clear();
   list.push_back(std::move(c));

@@ -9,6 +9,7 @@
 
 #include "field_allocator.hpp"
 #include "net/socket_rebind.hpp"
+#include "sluice/core/clock.hpp"
 
 namespace sluice::http {
 
@@ -176,8 +177,7 @@ void worker_state::park(std::unique_ptr<parked_conn> rec, tcp::socket socket,
   p->requests = requests;
   p->first = first;
   if (timeout < 0ms) timeout = 0ms;
-  auto now = steady::now();
-  p->deadline = timeout > 0ms ? now + timeout : steady::time_point::max();
+  p->deadline = timeout > 0ms ? core::coarse_now() + timeout : steady::time_point::max();
 
   std::uint16_t li = 0;
   while (li < parked_.size() && parked_[li].timeout != timeout) ++li;

@@ -1,48 +1,19 @@
 #include "http/field_allocator.hpp"
 
 #include <string>
+#include <vector>
 
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/http/fields.hpp>
 
 #include <catch2/catch.hpp>
 
 using namespace sluice::http;
-
-TEST_CASE("field pool: small blocks are recycled per size", "[http][alloc]") {
-  auto before = field_pool::cached();
-  void* a = field_pool::allocate(40);
-  field_pool::deallocate(a, 40);
-  CHECK(field_pool::cached() == before + 1);
-  void* b = field_pool::allocate(64);  // same class (up to 64 bytes): the same block
-  CHECK(b == a);
-  void* c = field_pool::allocate(65);  // next class: another block
-  CHECK(c != a);
-  field_pool::deallocate(b, 64);
-  field_pool::deallocate(c, 65);
-  void* big = field_pool::allocate(5000);  // not pooled
-  field_pool::deallocate(big, 5000);
-  CHECK(field_pool::cached() == before + 2);
-  void* session = field_pool::allocate(1800);  // the 2 KiB class
-  field_pool::deallocate(session, 1800);
-  CHECK(field_pool::cached() == before + 3);
-  CHECK(field_pool::allocate(2048) == session);
-  field_pool::deallocate(session, 2048);
-}
-
-TEST_CASE("field pool: the lists are bounded", "[http][alloc]") {
-  std::vector<void*> blocks;
-  for (std::size_t i = 0; i < field_pool::max_cached + 50; ++i)
-    blocks.push_back(field_pool::allocate(300));
-  for (auto* p : blocks) field_pool::deallocate(p, 300);
-  CHECK(field_pool::cached() <= 4 * field_pool::max_cached);
-  blocks.clear();
-  auto before = field_pool::cached();
-  for (std::size_t i = 0; i < field_pool::max_cached; ++i)
-    blocks.push_back(field_pool::allocate(3000));
-  for (auto* p : blocks) field_pool::deallocate(p, 3000);
-  // Large blocks: a quarter as many kept.
-  CHECK(field_pool::cached() - before <= field_pool::max_cached / 4);
-}
+namespace asio = boost::asio;
 
 TEST_CASE("field allocator: Beast's fields work on it", "[http][alloc]") {
   boost::beast::http::basic_fields<field_allocator<char>> f;
@@ -54,4 +25,38 @@ TEST_CASE("field allocator: Beast's fields work on it", "[http][alloc]") {
   CHECK(f[boost::beast::http::field::content_length] == "12");
   f.erase("X-Long");
   CHECK(f.count("X-Long") == 0);
+}
+
+namespace {
+std::size_t cached_inside = 0;  // the pool's size while the frames below are alive
+
+asio::awaitable<int> leaf(int v) {
+  co_await asio::post(co_await asio::this_coro::executor, asio::use_awaitable);
+  cached_inside = sluice::core::block_pool::cached();
+  co_return v + 1;
+}
+asio::awaitable<void> chain(int& out) { out = co_await leaf(co_await leaf(1)); }
+}  // namespace
+
+TEST_CASE("coroutine frames come from the per-thread block pool", "[http][alloc]") {
+  using sluice::core::block_pool::allocate;
+  using sluice::core::block_pool::cached;
+  using sluice::core::block_pool::deallocate;
+  // Fill every class the frames could use, so that each frame is a pop from the lists.
+  std::vector<void*> blocks;
+  for (std::size_t size : {64, 128, 256, 512, 1024, 2048, 4096})
+    for (int i = 0; i < 8; ++i) blocks.push_back(allocate(size));
+  for (std::size_t i = 0; i < blocks.size(); ++i) deallocate(blocks[i], 64u << (i / 8));
+  auto before = cached();
+  REQUIRE(before >= blocks.size());
+
+  asio::io_context io;
+  int out = 0;
+  asio::co_spawn(io, chain(out), asio::detached);
+  io.run();
+  CHECK(out == 3);
+  // While chain and leaf (and the spawn's entry point) ran, their frames were off the lists;
+  // once they finished, every block was back.
+  CHECK(cached_inside + 3 <= before);
+  CHECK(cached() == before);
 }

@@ -1,15 +1,15 @@
-#include "field_allocator.hpp"
+#include "sluice/core/block_pool.hpp"
 
 #include <new>
 
-namespace sluice::http::field_pool {
+namespace sluice::core::block_pool {
 
 namespace {
 
 constexpr std::size_t classes = 7;  // 64 << c bytes: 64 B .. 4 KiB
-// Blocks kept per class and thread: max_cached for the small classes (header fields), fewer of
-// the large ones (sessions, a few per busy connection).
-constexpr std::size_t keep(int c) noexcept { return c <= 3 ? max_cached : max_cached / 4; }
+// Blocks kept per class and thread: max_cached up to 1 KiB (header fields, coroutine frames),
+// fewer of the larger ones (sessions, one per busy connection).
+constexpr std::size_t keep(int c) noexcept { return c <= 4 ? max_cached : max_cached / 4; }
 struct free_block {
   free_block* next;
 };
@@ -75,4 +75,4 @@ std::size_t cached() noexcept {
   return n;
 }
 
-}  // namespace sluice::http::field_pool
+}  // namespace sluice::core::block_pool

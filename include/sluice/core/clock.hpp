@@ -1,0 +1,21 @@
+#pragma once
+// A cheap reading of the monotonic clock, for deadlines and idle stamps.
+
+#include <chrono>
+#include <ctime>
+
+namespace sluice::core {
+
+/// CLOCK_MONOTONIC as of the kernel's last timer tick: the epoch of std::chrono::steady_clock,
+/// at most one tick (1 to 10 ms) behind it, and read from the vDSO without touching the TSC.
+/// A deadline computed from it fires at most one tick early; request and upstream latencies,
+/// which need the precise clock, keep steady_clock::now().
+inline std::chrono::steady_clock::time_point coarse_now() noexcept {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return std::chrono::steady_clock::time_point(
+      std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+          std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec)));
+}
+
+}  // namespace sluice::core
