@@ -250,6 +250,10 @@ class instance {
       spec.name = p.entry.key;
       spec.address = *core::resolve(p.cfg->address, nullptr, true);
       if (!cfg_ && inherit_) spec.inherited_fds = inherit_(p.cfg->name, spec.address);
+      // A worker's load: every connection it serves, whatever the listener or protocol.
+      spec.load = [this](unsigned w) {
+        return http::active_sessions(*http_workers_[w]) + l4::active_sessions(*l4_workers_[w]);
+      };
       if (p.tcp) {
         spec.on_accept = [cell = p.entry.tcp, this](unsigned w, asio::ip::tcp::socket s) {
           if (const auto& st = cell->per_worker[w]) l4::start_session(std::move(s), st, l4_workers_[w]);

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <mutex>
 #include <system_error>
+#include <utility>
 #include <thread>
 
 #include <netinet/in.h>
@@ -160,10 +161,80 @@ void async_accept4(tcp::socket& listener, asio::detail::reactor& reactor, Handle
 // accepted sockets are not inherited by an exec (binary upgrade). On resource exhaustion
 // (EMFILE, ENFILE, ENOBUFS, ENOMEM) it pauses briefly instead of spinning, logging once per
 // episode. Used on its worker's thread only, except name() and fd() (any thread).
+// What the acceptors of one listener share: the spec, every worker's context, and the
+// connections handed to each worker but not yet started there.
+class listener_share : public std::enable_shared_from_this<listener_share> {
+ public:
+  listener_share(const listen_spec& spec, const std::vector<std::unique_ptr<asio::io_context>>& ios)
+      : spec_(spec), incoming_(std::make_unique<std::atomic<std::size_t>[]>(ios.size())) {
+    for (const auto& io : ios) ios_.push_back(io.get());
+  }
+
+  /// The worker that should serve a connection `w` accepted: `w`, unless another serves at
+  /// least runtime::handoff_margin fewer (the least loaded such one).
+  unsigned pick(unsigned w) const {
+    if (!spec_.load || ios_.size() < 2) return w;
+    auto load_of = [&](unsigned i) {
+      return spec_.load(i) + incoming_[i].load(std::memory_order_relaxed);
+    };
+    const std::size_t mine = load_of(w);
+    unsigned best = w;
+    std::size_t best_load = mine;
+    for (unsigned i = 0; i < ios_.size(); ++i) {
+      if (i == w) continue;
+      const std::size_t l = load_of(i);
+      if (l < best_load) best = i, best_load = l;
+    }
+    return mine >= best_load + runtime::handoff_margin ? best : w;
+  }
+
+  /// Starts the accepted `fd` on worker `target`'s thread.
+  void hand_over(unsigned target, tcp protocol, int fd) {
+    incoming_[target].fetch_add(1, std::memory_order_relaxed);
+    asio::post(*ios_[target], [self = shared_from_this(), target, protocol,
+                               owned = owned_fd(fd)]() mutable {
+      self->incoming_[target].fetch_sub(1, std::memory_order_relaxed);
+      self->start(target, protocol, owned.release());
+    });
+  }
+
+  /// On worker `w`'s thread: wraps `fd` in a socket of that worker and hands it on.
+  void start(unsigned w, tcp protocol, int fd) const {
+    tcp::socket socket(*ios_[w]);
+    boost::system::error_code ec;
+    adopt_nonblocking(socket, protocol, fd, ec);
+    if (ec) {
+      ::close(fd);
+      SLUICE_LOG(warn, "accept on listener " << spec_.name << ": " << ec.message());
+      return;
+    }
+    spec_.on_accept(w, std::move(socket));
+  }
+
+  const listen_spec& spec() const noexcept { return spec_; }
+
+ private:
+  // Closes the descriptor if the handler is destroyed unrun (its context shut down first).
+  struct owned_fd {
+    int fd;
+    explicit owned_fd(int f) noexcept : fd(f) {}
+    owned_fd(owned_fd&& o) noexcept : fd(std::exchange(o.fd, -1)) {}
+    owned_fd& operator=(owned_fd&&) = delete;
+    ~owned_fd() {
+      if (fd >= 0) ::close(fd);
+    }
+    int release() noexcept { return std::exchange(fd, -1); }
+  };
+
+  listen_spec spec_;
+  std::vector<asio::io_context*> ios_;
+  std::unique_ptr<std::atomic<std::size_t>[]> incoming_;
+};
+
 class acceptor_loop : public std::enable_shared_from_this<acceptor_loop> {
  public:
   acceptor_loop(asio::io_context& io, unsigned worker, tcp::acceptor acceptor,
-                const listen_spec& spec)
+                std::shared_ptr<listener_share> share)
       : worker_(worker),
         acceptor_(std::move(acceptor)),
         protocol_(protocol_of(acceptor_)),
@@ -173,7 +244,8 @@ class acceptor_loop : public std::enable_shared_from_this<acceptor_loop> {
         reactor_(asio::use_service<asio::detail::reactor>(io)),
 #endif
         backoff_(io),
-        spec_(spec) {
+        share_(std::move(share)),
+        spec_(share_->spec()) {
     // accept4 must never block the worker; Asio would only set this at the first async_wait.
     boost::system::error_code ignored;
     acceptor_.non_blocking(true, ignored);
@@ -243,15 +315,9 @@ class acceptor_loop : public std::enable_shared_from_this<acceptor_loop> {
 
   void take(int fd) {
     exhausted_ = false;
-    tcp::socket socket(acceptor_.get_executor());
-    boost::system::error_code ec;
-    adopt_nonblocking(socket, protocol_, fd, ec);
-    if (ec) {
-      ::close(fd);
-      SLUICE_LOG(warn, "accept on listener " << spec_.name << ": " << ec.message());
-      return;
-    }
-    spec_.on_accept(worker_, std::move(socket));
+    const unsigned target = share_->pick(worker_);
+    if (target != worker_) return share_->hand_over(target, protocol_, fd);
+    share_->start(worker_, protocol_, fd);
   }
 
 #ifndef SLUICE_ACCEPT_OP
@@ -307,7 +373,8 @@ class acceptor_loop : public std::enable_shared_from_this<acceptor_loop> {
   asio::detail::reactor& reactor_;
 #endif
   asio::steady_timer backoff_;
-  listen_spec spec_;
+  std::shared_ptr<listener_share> share_;
+  const listen_spec& spec_;  // share_'s
   bool closed_ = false;
   bool exhausted_ = false;
   std::atomic<bool> open_{true};
@@ -410,8 +477,9 @@ std::uint16_t runtime::listen(const listen_spec& spec) {
     if (port == 0) port = acc.local_endpoint().port();
     made.emplace_back(w, std::move(acc));
   }
+  auto share = std::make_shared<listener_share>(spec, ios_);
   for (auto& [w, acc] : made) {
-    auto loop = std::make_shared<acceptor_loop>(*ios_[w], w, std::move(acc), spec);
+    auto loop = std::make_shared<acceptor_loop>(*ios_[w], w, std::move(acc), share);
     {
       std::lock_guard lock(impl_->mutex);
       impl_->acceptors[w].push_back(loop);

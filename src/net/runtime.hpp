@@ -26,6 +26,9 @@ struct listen_spec {
   std::string name;
   core::address address;  ///< port 0: the kernel picks one port, shared by every worker
   accept_handler on_accept;
+  /// Connections a worker serves now, for spreading them by load (called on any worker's
+  /// thread; must be cheap and thread-safe). Unset: each worker keeps what it accepts.
+  std::function<std::size_t(unsigned worker)> load;
   /// Listening sockets taken over from a previous process (binary upgrade), already bound to
   /// `address` (same family; their port wins over address's). `listen` owns them from the
   /// call on, even when it throws. Spread over the workers; workers left without one bind
@@ -40,9 +43,13 @@ struct listener_fds {
 };
 
 /// Runs N workers. Every listener gets one acceptor per worker bound with SO_REUSEPORT, so the
-/// kernel spreads connections and no lock or hand-off sits between accept and the session.
+/// kernel spreads connections and no lock sits between accept and the session. The kernel
+/// spreads them by a hash of their addresses, not by load: a worker that accepts a connection
+/// while it serves `handoff_margin` or more connections than the least loaded worker (by
+/// listen_spec::load) hands it to that worker, posting the descriptor to its context.
 class runtime {
  public:
+  static constexpr std::size_t handoff_margin = 2;
   explicit runtime(unsigned workers);
   ~runtime();
 
