@@ -177,7 +177,9 @@ void worker_state::park(std::unique_ptr<parked_conn> rec, tcp::socket socket,
   p->requests = requests;
   p->first = first;
   if (timeout < 0ms) timeout = 0ms;
-  p->deadline = timeout > 0ms ? core::coarse_now() + timeout : steady::time_point::max();
+  const auto now = core::coarse_now();
+  p->deadline = timeout > 0ms ? now + timeout : steady::time_point::max();
+  p->parked_ms = core::coarse_ms();
 
   std::uint16_t li = 0;
   while (li < parked_.size() && parked_[li].timeout != timeout) ++li;

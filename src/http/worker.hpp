@@ -81,6 +81,7 @@ struct parked_conn {
   bool first = false;           ///< no request yet
   std::uint8_t got = 0;         ///< bytes the read brought (for the server that takes it)
   bool linked = false;
+  std::uint32_t parked_ms = 0;  ///< core::coarse_ms() when parked: how long it idled
   char bytes[parked_bytes];
 };
 

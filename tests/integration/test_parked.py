@@ -120,6 +120,33 @@ class ParkedConnectionTest(h.SluiceTestCase):
             self.assertEqual(c.wait_closed(timeout=20), b"")
             self.assertGreaterEqual(time.monotonic() - start, 0.9)
 
+    # A busy connection (its requests come soon after each other) waits for the next one in its
+    # session and is parked only after a pause (250 ms, src/http/session.cpp park_grace).
+    def quick_requests(self, c, n=5, tag="q"):
+        for i in range(n):
+            c.send(h.build_request("GET", f"/headers?{tag}={i}", host="p"))
+            self.assertEqual(c.read_response().text().splitlines()[0],
+                             f"GET /headers?{tag}={i} HTTP/1.1")
+
+    def test_busy_connection_pauses_then_goes_on(self):
+        with h.Conn(self.port) as c:
+            # Pauses around the grace, so that some requests arrive just as the wait ends;
+            # each pause stays under the 1 s idle timeout.
+            for k, pause in enumerate([0.1, 0.2, 0.25, 0.3, 0.4, 0.6]):
+                self.quick_requests(c, tag=f"p{k}")
+                time.sleep(pause)
+                req = padded_request(200, f"/headers?after={k}")
+                c.send(req)
+                self.check_echo(c.read_response(), req)
+
+    def test_idle_timeout_closes_a_busy_connection_once(self):
+        with h.Conn(self.port) as c:
+            self.quick_requests(c)
+            start = time.monotonic()
+            # The idle timeout counts from the last response, the wait in the session included.
+            self.assertEqual(c.wait_closed(timeout=20), b"")
+            self.assertGreaterEqual(time.monotonic() - start, 0.9)
+
     def test_header_timeout_closes_a_silent_connection(self):
         with h.Conn(self.port) as c:
             start = time.monotonic()

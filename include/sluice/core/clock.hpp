@@ -2,6 +2,7 @@
 // A cheap reading of the monotonic clock, for deadlines and idle stamps.
 
 #include <chrono>
+#include <cstdint>
 #include <ctime>
 
 namespace sluice::core {
@@ -16,6 +17,14 @@ inline std::chrono::steady_clock::time_point coarse_now() noexcept {
   return std::chrono::steady_clock::time_point(
       std::chrono::duration_cast<std::chrono::steady_clock::duration>(
           std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec)));
+}
+
+/// coarse_now() in milliseconds, truncated to 32 bits (wraps after 49 days): for short
+/// intervals, as `coarse_ms() - earlier`.
+inline std::uint32_t coarse_ms() noexcept {
+  return static_cast<std::uint32_t>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(coarse_now().time_since_epoch())
+          .count());
 }
 
 }  // namespace sluice::core
