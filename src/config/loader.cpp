@@ -921,7 +921,7 @@ class reader {
   void read_tcp_options(const field& f, tcp_options& out) {
     static constexpr std::string_view keys[] = {
         "idle_timeout", "max_lifetime", "header_timeout", "max_connections", "on_limit",
-        "queue_timeout", "relay", "buffer_size", "proxy_protocol", "sni_routes"};
+        "queue_timeout", "relay", "buffer_size", "pipe_size", "proxy_protocol", "sni_routes"};
     map_view m(ctx_, f.value, f.path, keys);
     if (!m.valid()) return;
     set_duration(m, "idle_timeout", out.idle_timeout);
@@ -945,6 +945,8 @@ class reader {
     }
     if (auto* x = m.get("buffer_size"))
       if (auto v = read_size(ctx_, *x, 4096, 1u << 20)) out.buffer_size = static_cast<std::uint32_t>(*v);
+    if (auto* x = m.get("pipe_size"))
+      if (auto v = read_size(ctx_, *x, 4096, 1u << 20)) out.pipe_size = static_cast<std::uint32_t>(*v);
     if (auto* p = m.get("proxy_protocol")) read_proxy_protocol(*p, out.proxy);
     if (auto* r = m.get("sni_routes")) {
       std::map<std::string, int> seen;

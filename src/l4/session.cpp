@@ -594,7 +594,7 @@ class session : public std::enable_shared_from_this<session> {
   void start_pump(std::shared_ptr<session> self, int which, config::tcp_options::relay_mode mode) {
     using relay_mode = config::tcp_options::relay_mode;
     direction& d = dirs_[which];
-    if (mode == relay_mode::splice && worker_->get_pipe(d.pipe, opts_.buffer_size)) {
+    if (mode == relay_mode::splice && worker_->get_pipe(d.pipe, opts_.pipe_size)) {
       asio::co_spawn(worker_->io_, splice_direction(std::move(self), which), asio::detached);
       return;
     }
@@ -642,7 +642,7 @@ class session : public std::enable_shared_from_this<session> {
     d.moved += m;
     if (d.may_splice && d.moved >= splice_after) {
       d.may_splice = false;  // one attempt; without a pipe, stay buffered
-      if (make_non_blocking() && worker_->get_pipe(d.pipe, opts_.buffer_size)) {
+      if (make_non_blocking() && worker_->get_pipe(d.pipe, opts_.pipe_size)) {
         worker_->put_buffer(std::move(d.buf), opts_.buffer_size);  // empty: all written
         asio::co_spawn(worker_->io_, splice_direction(std::move(self), which), asio::detached);
         return;

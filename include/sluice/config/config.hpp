@@ -197,7 +197,10 @@ struct tcp_options {
   /// once it has moved enough bytes (auto)
   enum class relay_mode { splice, buffer, automatic };
   relay_mode relay = relay_mode::automatic;
-  std::uint32_t buffer_size = 65536;     ///< bytes in flight per direction (pipe or buffer size)
+  std::uint32_t buffer_size = 65536;     ///< buffered relay: bytes in flight per direction
+  /// splice relay: pipe capacity per direction (bytes in flight); larger pipes need fewer
+  /// splice(2) calls per byte (64 KiB: 1.22 GiB/s, 256 KiB: 1.44 GiB/s on the bench VM)
+  std::uint32_t pipe_size = 262144;
   proxy_protocol proxy;
   std::vector<sni_route> sni_routes;     ///< empty: no ClientHello inspection
 };

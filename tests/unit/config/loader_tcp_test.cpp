@@ -50,6 +50,7 @@ TEST_CASE("tcp listener options are read", "[config][tcp]") {
                                      "      queue_timeout: 250ms\n"
                                      "      relay: buffer\n"
                                      "      buffer_size: 256k\n"
+                                     "      pipe_size: 1m\n"
                                      "      proxy_protocol:\n"
                                      "        send: v2\n"
                                      "        accept: true\n"
@@ -70,6 +71,7 @@ TEST_CASE("tcp listener options are read", "[config][tcp]") {
   CHECK(t.queue_timeout == 250ms);
   CHECK(t.relay == cfg::tcp_options::relay_mode::buffer);
   CHECK(t.buffer_size == 256 * 1024);
+  CHECK(t.pipe_size == 1024 * 1024);
   CHECK(t.proxy.send == cfg::proxy_protocol::version::v2);
   CHECK(t.proxy.accept);
   REQUIRE(t.proxy.trusted.size() == 3);
@@ -95,6 +97,7 @@ TEST_CASE("tcp listener defaults", "[config][tcp]") {
   CHECK(t.on_limit == cfg::tcp_options::limit_action::refuse);
   CHECK(t.relay == cfg::tcp_options::relay_mode::automatic);
   CHECK(t.buffer_size == 65536);
+  CHECK(t.pipe_size == 262144);
   CHECK(t.proxy.send == cfg::proxy_protocol::version::none);
   CHECK_FALSE(t.proxy.accept);
   CHECK(t.sni_routes.empty());
@@ -119,6 +122,8 @@ TEST_CASE("tcp listener options are validated with positions", "[config][tcp]") 
         "test.yaml:7:7: listeners[0].tcp.idle_timout: unknown key 'idle_timout' (did you mean 'idle_timeout'?)");
   CHECK(tcp_error(with_tcp("      buffer_size: 1k\n")) ==
         "test.yaml:7:20: listeners[0].tcp.buffer_size: must be between 4096 and 1048576 bytes, got 1k");
+  CHECK(tcp_error(with_tcp("      pipe_size: 2m\n")) ==
+        "test.yaml:7:18: listeners[0].tcp.pipe_size: must be between 4096 and 1048576 bytes, got 2m");
   CHECK(tcp_error(with_tcp("      idle_timeout: 0s\n")) ==
         "test.yaml:7:21: listeners[0].tcp.idle_timeout: must be greater than 0s");
 }
