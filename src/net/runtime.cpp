@@ -413,7 +413,21 @@ runtime::runtime(unsigned workers) : impl_(std::make_unique<impl>()) {
   impl_->other_signals = std::make_unique<asio::signal_set>(control_, SIGHUP, SIGUSR1);
 }
 
-runtime::~runtime() = default;
+runtime::~runtime() {
+  // Destroying the signal sets gives TERM, INT, QUIT, HUP and USR1 back their default action,
+  // which terminates the process. Whatever part of the exit is left (the rest of the teardown,
+  // and under a sanitizer its leak check) is not worth dying for: a second SIGTERM from a
+  // supervisor that arrives now is ignored, and the process exits with its own status.
+  // Blocked on this thread meanwhile, so the moment between the two cannot kill it either.
+  sigset_t set, old;
+  sigemptyset(&set);
+  for (int sig : {SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1}) sigaddset(&set, sig);
+  pthread_sigmask(SIG_BLOCK, &set, &old);
+  impl_->stop_signals.reset();
+  impl_->other_signals.reset();
+  for (int sig : {SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1}) ::signal(sig, SIG_IGN);
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);  // what arrived meanwhile is now ignored
+}
 
 namespace {
 // TCP_INQ (Linux 4.18+) on a listening socket, inherited by the sockets it accepts: a

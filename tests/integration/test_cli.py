@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -224,6 +225,22 @@ class DrainTest(h.SluiceTestCase):
         # An idle keep-alive connection must not hold the drain up to drain_timeout (30s).
         self.assertEqual(keepalive.wait_closed(timeout=10), b"")
         self.assertEqual(s.proc.wait(timeout=10), 0, s.tail())
+
+    def test_more_stop_signals_while_exiting_still_exit_0(self):
+        # A supervisor may repeat SIGTERM; one that lands while sluice tears down after the
+        # drain must not turn a clean exit into death by signal.
+        (b,) = self.start_backends("again")
+        s = self.start_sluice(h.config([h.listener("web")], [h.cluster("main", [b])]))
+        self.assertEqual(h.get(s.port, "/").status, 200)
+        s.signal(signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while s.proc.poll() is None and time.monotonic() < deadline:
+            try:
+                os.kill(s.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                break
+            time.sleep(0.002)
+        self.assertEqual(s.proc.wait(timeout=30), 0, s.tail())
 
 
 class AccessLogTest(h.SluiceTestCase):
