@@ -9,7 +9,8 @@
 
 namespace sluice::http {
 
-/// Stateless standard allocator over the per-thread `core::block_pool`, for `boost::beast::http::basic_fields`.
+/// Stateless standard allocator over the per-thread `core::block_pool`, for
+/// `boost::beast::http::basic_fields`.
 template <class T>
 class field_allocator {
  public:

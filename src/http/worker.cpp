@@ -179,7 +179,7 @@ void worker_state::park(std::unique_ptr<parked_conn> rec, tcp::socket socket,
   if (timeout < 0ms) timeout = 0ms;
   const auto now = core::coarse_now();
   p->deadline = timeout > 0ms ? now + timeout : steady::time_point::max();
-  p->parked_ms = core::coarse_ms();
+  p->parked_ms = core::ms32(now);
 
   std::uint16_t li = 0;
   while (li < parked_.size() && parked_[li].timeout != timeout) ++li;

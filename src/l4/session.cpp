@@ -26,6 +26,7 @@
 #include "l4/relay_read.hpp"
 #include "net/socket_adopt.hpp"
 #include "sluice/balance/policy.hpp"
+#include "sluice/core/clock.hpp"
 #include "sluice/l4/client_hello.hpp"
 #include "sluice/l4/proxy_protocol.hpp"
 #include "sluice/log/log.hpp"
@@ -237,7 +238,7 @@ class session : public std::enable_shared_from_this<session> {
 
     // From here on the watchdog covers everything, including the first write upstream.
     phase_ = phase::relay;
-    last_activity_ = steady::now();
+    last_activity_ = core::coarse_now();
     arm_watchdog();
 
     std::array<std::uint8_t, proxy_v1_max> header;
@@ -623,7 +624,7 @@ class session : public std::enable_shared_from_this<session> {
       read_failed(d, ec.value());
       return end_direction(which);
     }
-    last_activity_ = steady::now();
+    last_activity_ = core::coarse_now();
     asio::async_write(*d.dst, asio::buffer(d.buf.get(), n),
                       [self = std::move(self), which](error_code wec, std::size_t m) mutable {
                         session& s = *self;
@@ -731,7 +732,7 @@ class session : public std::enable_shared_from_this<session> {
         shard_->on_received(index_, n);
     }
     if (d.backend_bytes) d.backend_bytes->fetch_add(n, std::memory_order_relaxed);
-    last_activity_ = steady::now();
+    last_activity_ = core::coarse_now();
   }
 
   // The source sent FIN and everything before it is delivered: pass the FIN on and keep the
@@ -857,7 +858,7 @@ class session : public std::enable_shared_from_this<session> {
   phase phase_ = phase::queue;
   int pumps_ = 0;
   steady::time_point started_;
-  steady::time_point last_activity_;
+  steady::time_point last_activity_;  // coarse clock (once per relay step): idle timeout only
   sockaddr_storage client_{};
   bool peer_known_ = false;  // client_ holds the peer's (or the PROXY header's) address
   sockaddr_storage local_{};

@@ -19,12 +19,14 @@ inline std::chrono::steady_clock::time_point coarse_now() noexcept {
           std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec)));
 }
 
-/// coarse_now() in milliseconds, truncated to 32 bits (wraps after 49 days): for short
-/// intervals, as `coarse_ms() - earlier`.
-inline std::uint32_t coarse_ms() noexcept {
+/// A steady_clock time in milliseconds, truncated to 32 bits (wraps after 49 days): for short
+/// intervals, as `ms32(later) - ms32(earlier)`.
+inline std::uint32_t ms32(std::chrono::steady_clock::time_point t) noexcept {
   return static_cast<std::uint32_t>(
-      std::chrono::duration_cast<std::chrono::milliseconds>(coarse_now().time_since_epoch())
-          .count());
+      std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count());
 }
+
+/// ms32(coarse_now()).
+inline std::uint32_t coarse_ms() noexcept { return ms32(coarse_now()); }
 
 }  // namespace sluice::core
