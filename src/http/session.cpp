@@ -37,6 +37,7 @@
 #include "sluice/balance/policy.hpp"
 #include "sluice/core/clock.hpp"
 #include "sluice/http/forwarding.hpp"
+#include "sluice/http/message_head.hpp"
 #include "sluice/http/router.hpp"
 #include "sluice/log/log.hpp"
 #include "sluice/pool/lease.hpp"
@@ -174,6 +175,11 @@ constexpr bool hop_by_hop(bhttp::field f) noexcept {
     SLUICE_LOG(warn, "upstream " << b.name() << what << ec->message());
   else
     SLUICE_LOG(warn, "upstream " << b.name() << what);
+}
+
+[[gnu::noinline, gnu::cold]] void log_upstream(const core::backend& b, const char* what,
+                                               const char* detail) {
+  SLUICE_LOG(warn, "upstream " << b.name() << what << detail);
 }
 
 }  // namespace
@@ -347,6 +353,7 @@ class session final : public session_base,
     up_.reset();
     req_.reset();
     res_.reset();
+    head_in_.reset();
     relay_.reset();
     req_relay_.reset();
     trim_read_buffer(down_buf_);
@@ -1044,37 +1051,27 @@ class session final : public session_base,
     auto* b = conn.backend;
     // 3. The response head (skipping interim 1xx responses).
     bool got_any = false;
-    res_.emplace();
-    prepare_response_parser();
+    bool head_request = req_->get().method() == bhttp::verb::head;
     set_deadline(ccfg.timeouts.read);
-    std::size_t head_size = 0;
     for (;;) {
       if (conn.buffer.size() > 0) {
         got_any = true;
-        error_code ec;
         auto buffered = std::string_view(static_cast<const char*>(conn.buffer.data().data()),
                                          conn.buffer.size());
-        auto n = res_->put(
-            asio::buffer(buffered.data(), feedable_head(buffered, response_header_limit)), ec);
-        if (!ec && res_->is_header_done()) {
-          auto raw = std::string_view(static_cast<const char*>(conn.buffer.data().data()), n);
-          if (!check_response_head(res_->get().base(), raw)) {
-            ec = bhttp::error::bad_transfer_encoding;
-          } else {
-            head_size = n;
-            unsigned s = res_->get().result_int();
-            if (s >= 100 && s < 200 && s != 101) {
-              conn.buffer.consume(n);
-              res_.emplace();
-              prepare_response_parser();
-              continue;
-            }
-            break;
+        const char* error = "";
+        auto r = parse_response_head(buffered, response_header_limit, head_request, head_in_,
+                                     &error);
+        if (r == head_parse::done) {
+          unsigned s = head_in_.status;
+          if (s >= 100 && s < 200 && s != 101) {
+            conn.buffer.consume(head_in_.size);
+            continue;
           }
+          break;
         }
-        if (ec && ec != bhttp::error::need_more) {
+        if (r == head_parse::malformed) {
           lease.report(pool::outcome::reset);
-          log_upstream(*b, " sent a malformed response: ", &ec);
+          log_upstream(*b, " sent a malformed response: ", error);
           fail_status = 502;
           co_return attempt::failed;
         }
@@ -1089,7 +1086,22 @@ class session final : public session_base,
       }
       conn.buffer.commit(n);
     }
-    unsigned status = res_->get().result_int();
+    unsigned status = head_in_.status;
+    std::size_t head_size = head_in_.size;
+    if (head_in_.framing == body_framing::chunked) {
+      // The chunk decoder is Beast's: its parser takes the head once more, then the body.
+      res_.emplace();
+      prepare_response_parser();
+      error_code ec;
+      res_->put(conn.buffer.data(), ec);
+      if (!ec && (!res_->is_header_done() || !res_->chunked())) ec = bhttp::error::bad_transfer_encoding;
+      if (ec) {
+        lease.report(pool::outcome::reset);
+        log_upstream(*b, " sent a malformed response: ", &ec);
+        fail_status = 502;
+        co_return attempt::failed;
+      }
+    }
     lease.report(status >= 500 ? pool::outcome::http_5xx : pool::outcome::success);
     status_ = status;
 
@@ -1243,24 +1255,20 @@ class session final : public session_base,
   // Builds the downstream response head and relays the body; decides both keep-alives.
   asio::awaitable<attempt> relay_response(upstream_conn& conn, const config::cluster& ccfg,
                                           std::size_t head_size) {
-    auto& rp = *res_;
-    auto& res = rp.get();
-    auto& req = req_->get();
-    bool head_request = req.method() == bhttp::verb::head;
-    unsigned status = res.result_int();
-    bool client11 = req.version() == 11;
+    const auto& in_head = head_in_;
+    auto raw = std::string_view(static_cast<const char*>(conn.buffer.data().data()), head_size);
+    bool client11 = req_->get().version() == 11;
 
     enum class framing { none, length, chunked, eof } in = framing::none;
     std::uint64_t length = 0;
-    if (rp.is_done()) {
-      in = framing::none;
-    } else if (rp.chunked()) {
-      in = framing::chunked;
-    } else if (rp.content_length()) {
-      in = framing::length;
-      length = *rp.content_length();
-    } else {
-      in = framing::eof;
+    switch (in_head.framing) {
+      case body_framing::none: in = framing::none; break;
+      case body_framing::length:
+        in = framing::length;
+        length = in_head.length;
+        break;
+      case body_framing::chunked: in = framing::chunked; break;
+      case body_framing::eof: in = framing::eof; break;
     }
     // Toward the client: chunked (HTTP/1.1) or close-delimited (HTTP/1.0) when the length is
     // not known up front.
@@ -1268,45 +1276,12 @@ class session final : public session_base,
     if ((in == framing::chunked || in == framing::eof) && !client11) keep_alive_ = false;
     if (worker_->draining_) keep_alive_ = false;
 
-    bool connection_names = res.count(bhttp::field::connection) > 0;
     auto& h = head_;
     h.clear();
-    h += "HTTP/1.1 "sv;
-    append_number(h, status);
-    h += ' ';
-    auto reason = res.reason();
-    if (reason.empty())
-      h += status_text(status);
-    else
-      h.append(reason.data(), reason.size());
-    h += "\r\n"sv;
-    for (const auto& f : res) {
-      std::string_view name(f.name_string().data(), f.name_string().size());
-      std::string_view value(f.value().data(), f.value().size());
-      if (hop_by_hop(f.name())) continue;
-      switch (f.name()) {
-        case bhttp::field::content_length:
-          // Relayed as-is when there is no body to frame (HEAD, 304): it describes the entity.
-          if (in != framing::none) continue;
-          break;
-        default:
-          if (connection_names) {
-            bool named = false;
-            for (const auto& c : res)
-              if (c.name() == bhttp::field::connection &&
-                  token_list_contains({c.value().data(), c.value().size()}, name)) {
-                named = true;
-                break;
-              }
-            if (named) continue;
-          }
-          break;
-      }
-      h += name;
-      h += ": "sv;
-      h += value;
-      h += "\r\n"sv;
-    }
+    append_status_line(h, raw, in_head);
+    // Content-Length is relayed as-is when there is no body to frame (HEAD, 304): it describes
+    // the entity.
+    append_end_to_end_fields(h, raw, in_head, in != framing::none);
     if (in == framing::length) {
       h += "Content-Length: "sv;
       append_number(h, length);
@@ -1320,7 +1295,6 @@ class session final : public session_base,
       h += "Connection: keep-alive\r\n"sv;
     h += "\r\n"sv;
     conn.buffer.consume(head_size);
-    (void)head_request;
     response_started_ = true;
 
     bool upstream_ok = false;
@@ -1368,7 +1342,7 @@ class session final : public session_base,
         break;
       }
     }
-    reuse_upstream_ = upstream_ok && rp.keep_alive() && conn.buffer.size() == 0 && !upgrade_ &&
+    reuse_upstream_ = upstream_ok && in_head.keep_alive && conn.buffer.size() == 0 && !upgrade_ &&
                       !worker_->draining_;
     co_return attempt::done;
   }
@@ -1488,24 +1462,13 @@ class session final : public session_base,
   asio::awaitable<void> tunnel(upstream_conn& conn, std::size_t head_size) {
     using namespace asio::experimental::awaitable_operators;
     keep_alive_ = false;
-    auto& res = res_->get();
+    auto raw = std::string_view(static_cast<const char*>(conn.buffer.data().data()), head_size);
     auto& h = head_;
     h.clear();
-    h += "HTTP/1.1 101 "sv;
-    auto reason = res.reason();
-    if (reason.empty()) h += "Switching Protocols"sv;
-    else h.append(reason.data(), reason.size());
-    h += "\r\n"sv;
-    for (const auto& f : res) {
-      if (hop_by_hop(f.name()) || f.name() == bhttp::field::content_length) continue;
-      h.append(f.name_string().data(), f.name_string().size());
-      h += ": "sv;
-      h.append(f.value().data(), f.value().size());
-      h += "\r\n"sv;
-    }
-    auto up = res[bhttp::field::upgrade];
+    append_status_line(h, raw, head_in_);
+    append_end_to_end_fields(h, raw, head_in_, true);
     h += "Connection: upgrade\r\nUpgrade: "sv;
-    h.append(up.data(), up.size());
+    h += head_in_.upgrade;
     h += "\r\n\r\n"sv;
     conn.buffer.consume(head_size);
     response_started_ = true;
@@ -1742,7 +1705,8 @@ class session final : public session_base,
 
   std::string client_ip_;
   std::optional<request_parser> req_;
-  std::optional<response_parser> res_;
+  std::optional<response_parser> res_;  // chunked responses: Beast decodes the chunks
+  response_head head_in_;                // the upstream's response head
   split_target target_;
   std::shared_ptr<upstream_conn> up_;
   std::unique_ptr<char[]> relay_;

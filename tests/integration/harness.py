@@ -548,7 +548,8 @@ class Hasher:
 
 class ScriptedBackend:
     """handler(req) -> ("respond", status, headers, body) | ("reset",) | ("close",) |
-    ("delay", seconds, status, headers, body). req is a dict: method, target, headers, body."""
+    ("delay", seconds, status, headers, body) | ("raw", bytes, close_after).
+    req is a dict: method, target, headers, body."""
 
     def __init__(self, handler, name="scripted", idle_close=None):
         self.handler = handler
@@ -638,6 +639,13 @@ class ScriptedBackend:
                     return
                 if action[0] == "close":
                     return
+                if action[0] == "raw":  # exactly these bytes, then close or keep serving
+                    c.sendall(action[1])
+                    if action[2]:
+                        c.shutdown(socket.SHUT_WR)
+                        return
+                    c.settimeout(self.idle_close if self.idle_close else 0.2)
+                    continue
                 if action[0] == "delay":
                     if self._stop.wait(action[1]):
                         return

@@ -1,0 +1,372 @@
+#include "sluice/http/message_head.hpp"
+
+#include <array>
+#include <charconv>
+#include <cstring>
+
+#include "sluice/http/forwarding.hpp"
+
+namespace sluice::http {
+
+namespace {
+
+// Character classes of RFC 9110 §5.1 and §5.5, one table lookup per byte.
+enum : std::uint8_t { tchar = 1, vchar = 2 };
+
+constexpr std::array<std::uint8_t, 256> classes = [] {
+  std::array<std::uint8_t, 256> t{};
+  for (int c = 0x21; c <= 0x7e; ++c) t[c] = vchar;  // visible ASCII
+  for (int c = 0x80; c <= 0xff; ++c) t[c] = vchar;  // obs-text
+  t[' '] = vchar;
+  t['\t'] = vchar;  // field-value and reason-phrase allow SP and HTAB inside
+  for (int c = '0'; c <= '9'; ++c) t[c] |= tchar;
+  for (int c = 'a'; c <= 'z'; ++c) t[c] |= tchar;
+  for (int c = 'A'; c <= 'Z'; ++c) t[c] |= tchar;
+  for (char c : std::string_view("!#$%&'*+-.^_`|~")) t[static_cast<unsigned char>(c)] |= tchar;
+  return t;
+}();
+
+bool is_tchar(char c) noexcept { return classes[static_cast<unsigned char>(c)] & tchar; }
+bool is_vchar(char c) noexcept { return classes[static_cast<unsigned char>(c)] & vchar; }
+bool is_ows(char c) noexcept { return c == ' ' || c == '\t'; }
+
+char lower(char c) noexcept { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c; }
+
+// `name` compared with a lower-case literal of the same length.
+bool iequals_lower(std::string_view name, std::string_view lit) noexcept {
+  if (name.size() != lit.size()) return false;
+  for (std::size_t i = 0; i < name.size(); ++i)
+    if (lower(name[i]) != lit[i]) return false;
+  return true;
+}
+
+std::string_view trim(std::string_view s) noexcept {
+  while (!s.empty() && is_ows(s.front())) s.remove_prefix(1);
+  while (!s.empty() && is_ows(s.back())) s.remove_suffix(1);
+  return s;
+}
+
+enum class special : std::uint8_t {
+  none, content_length, transfer_encoding, connection, upgrade, other_hop
+};
+
+special classify(std::string_view name) noexcept {
+  switch (name.size()) {
+    case 2: return iequals_lower(name, "te") ? special::other_hop : special::none;
+    case 7:
+      if (iequals_lower(name, "upgrade")) return special::upgrade;
+      return iequals_lower(name, "trailer") ? special::other_hop : special::none;
+    case 10:
+      if (iequals_lower(name, "connection")) return special::connection;
+      return iequals_lower(name, "keep-alive") ? special::other_hop : special::none;
+    case 14:
+      return iequals_lower(name, "content-length") ? special::content_length : special::none;
+    case 16:
+      return iequals_lower(name, "proxy-connection") ? special::connection : special::none;
+    case 17:
+      return iequals_lower(name, "transfer-encoding") ? special::transfer_encoding
+                                                      : special::none;
+    default: return special::none;
+  }
+}
+
+// A Content-Length value: one number or a comma-separated list of equal numbers (RFC 9110
+// §8.6 lets a recipient accept the list). False on anything else.
+bool parse_content_length(std::string_view v, std::uint64_t& out) noexcept {
+  bool any = false;
+  std::uint64_t first = 0;
+  for (;;) {
+    auto comma = v.find(',');
+    auto item = trim(v.substr(0, comma));
+    if (item.empty()) return false;
+    std::uint64_t n = 0;
+    for (char c : item) {
+      if (c < '0' || c > '9') return false;
+      if (n > (UINT64_MAX - 9) / 10) return false;  // absurdly large: refused, not wrapped
+      n = n * 10 + static_cast<unsigned>(c - '0');
+    }
+    if (any && n != first) return false;
+    first = n;
+    any = true;
+    if (comma == std::string_view::npos) break;
+    v.remove_prefix(comma + 1);
+  }
+  out = first;
+  return true;
+}
+
+// Connection options: every element a token (empty elements allowed, RFC 9110 §5.6.1).
+bool scan_connection(std::string_view v, response_head& h, bool& close,
+                     bool& keep_alive) noexcept {
+  for (;;) {
+    auto comma = v.find(',');
+    auto item = trim(v.substr(0, comma));
+    for (char c : item)
+      if (!is_tchar(c)) return false;
+    if (iequals_lower(item, "close")) close = true;
+    else if (iequals_lower(item, "keep-alive")) keep_alive = true;
+    else if (iequals_lower(item, "upgrade")) h.connection_upgrade = true;
+    else if (!item.empty()) h.connection_names_fields = true;
+    if (comma == std::string_view::npos) return true;
+    v.remove_prefix(comma + 1);
+  }
+}
+
+head_parse fail(const char** error, const char* what) {
+  if (error) *error = what;
+  return head_parse::malformed;
+}
+
+}  // namespace
+
+void response_head::reset() noexcept {
+  status = 0;
+  version = 11;
+  reason = {};
+  status_line_end = 0;
+  size = 0;
+  framing = body_framing::eof;
+  length = 0;
+  keep_alive = false;
+  has_content_length = false;
+  connection_upgrade = false;
+  connection_names_fields = false;
+  upgrade = {};
+  if (fields.capacity() > 64) {
+    std::vector<head_field>().swap(fields);
+  } else {
+    fields.clear();
+  }
+}
+
+head_parse parse_response_head(std::string_view buf, std::size_t limit, bool head_request,
+                               response_head& h, const char** error) {
+  h.reset();
+  const char* const base = buf.data();
+  // Nothing past the limit is looked at; a head that has not ended by then is refused.
+  std::size_t avail = buf.size() < limit ? buf.size() : limit;
+  auto need_more = [&]() {
+    return buf.size() >= limit ? fail(error, "response head too large") : head_parse::need_more;
+  };
+
+  // Status line: HTTP/1.x SP 3DIGIT [SP reason-phrase] CRLF.
+  const char* lf = static_cast<const char*>(std::memchr(base, '\n', avail));
+  if (!lf) {
+    // Refuse early what cannot become a status line.
+    static constexpr std::string_view proto = "HTTP/1.";
+    auto n = avail < proto.size() ? avail : proto.size();
+    if (std::memcmp(base, proto.data(), n) != 0) return fail(error, "bad status line");
+    return need_more();
+  }
+  if (lf == base || lf[-1] != '\r') return fail(error, "bare LF in the status line");
+  {
+    std::string_view line(base, static_cast<std::size_t>(lf - 1 - base));
+    if (line.size() < 12 || line.substr(0, 7) != "HTTP/1." || line[7] < '0' || line[7] > '9' ||
+        line[8] != ' ')
+      return fail(error, "bad status line");
+    h.version = line[7] == '0' ? 10 : 11;
+    unsigned s = 0;
+    for (int i = 9; i < 12; ++i) {
+      char c = line[static_cast<std::size_t>(i)];
+      if (c < '0' || c > '9') return fail(error, "bad status code");
+      s = s * 10 + static_cast<unsigned>(c - '0');
+    }
+    if (s < 100) return fail(error, "bad status code");
+    h.status = s;
+    if (line.size() > 12) {
+      if (line[12] != ' ') return fail(error, "bad status line");
+      auto reason = line.substr(13);
+      for (char c : reason)
+        if (!is_vchar(c)) return fail(error, "bad reason phrase");
+      h.reason = reason;
+    }
+  }
+  std::size_t pos = static_cast<std::size_t>(lf - base) + 1;
+  h.status_line_end = static_cast<std::uint32_t>(pos);
+
+  bool close = false;
+  bool keep_alive_token = false;
+  std::size_t transfer_encodings = 0;
+  bool chunked = false;
+  for (;;) {
+    if (pos >= avail) return need_more();
+    const char* p = base + pos;
+    lf = static_cast<const char*>(std::memchr(p, '\n', avail - pos));
+    if (!lf) {
+      // An incomplete line: refuse now what can already be seen to be wrong.
+      if (is_ows(*p)) return fail(error, "obsolete line folding");
+      return need_more();
+    }
+    if (lf == p || lf[-1] != '\r') return fail(error, "bare LF in the head");
+    const char* cr = lf - 1;
+    std::size_t next = static_cast<std::size_t>(lf - base) + 1;
+    if (cr == p) {  // the empty line: end of head
+      pos = next;
+      break;
+    }
+    if (is_ows(*p)) return fail(error, "obsolete line folding");
+    const char* q = p;
+    while (q < cr && is_tchar(*q)) ++q;
+    if (q == p || q == cr || *q != ':') return fail(error, "bad field name");
+    std::string_view name(p, static_cast<std::size_t>(q - p));
+    ++q;
+    while (q < cr && is_ows(*q)) ++q;
+    const char* v = q;
+    for (; q < cr; ++q)
+      if (!is_vchar(*q)) return fail(error, "bad character in a field value");
+    const char* vend = cr;
+    while (vend > v && is_ows(vend[-1])) --vend;
+    std::string_view value(v, static_cast<std::size_t>(vend - v));
+
+    head_field f;
+    f.name = name;
+    f.value = value;
+    f.line_begin = static_cast<std::uint32_t>(pos);
+    f.line_end = static_cast<std::uint32_t>(next);
+    switch (classify(name)) {
+      case special::none: break;
+      case special::content_length: {
+        std::uint64_t n = 0;
+        if (!parse_content_length(value, n)) return fail(error, "bad Content-Length");
+        if (h.has_content_length && n != h.length) return fail(error, "differing Content-Length");
+        h.has_content_length = true;
+        h.length = n;
+        f.what = head_field::kind::content_length;
+        break;
+      }
+      case special::transfer_encoding:
+        ++transfer_encodings;
+        chunked = iequals_lower(value, "chunked");
+        f.what = head_field::kind::hop_by_hop;
+        break;
+      case special::connection:
+        if (!scan_connection(value, h, close, keep_alive_token))
+          return fail(error, "bad Connection value");
+        f.what = head_field::kind::hop_by_hop;
+        break;
+      case special::upgrade:
+        h.upgrade = value;
+        f.what = head_field::kind::hop_by_hop;
+        break;
+      case special::other_hop: f.what = head_field::kind::hop_by_hop; break;
+    }
+    h.fields.push_back(f);
+    pos = next;
+  }
+  h.size = pos;
+
+  if (transfer_encodings > 0) {
+    // Exactly one field saying exactly "chunked": any other coding (or chunked applied twice,
+    // or not last) is something a proxy would have to guess about.
+    if (transfer_encodings != 1 || !chunked)
+      return fail(error, "unsupported Transfer-Encoding");
+    if (h.has_content_length) return fail(error, "Transfer-Encoding with Content-Length");
+  }
+  if (head_request || h.status < 200 || h.status == 204 || h.status == 304) {
+    h.framing = body_framing::none;
+  } else if (transfer_encodings > 0) {
+    h.framing = body_framing::chunked;
+  } else if (h.has_content_length) {
+    h.framing = h.length > 0 ? body_framing::length : body_framing::none;
+  } else {
+    h.framing = body_framing::eof;
+  }
+  h.keep_alive = !close && (h.version >= 11 || keep_alive_token) &&
+                 h.framing != body_framing::eof;
+  return head_parse::done;
+}
+
+bool named_by_connection(const response_head& h, const head_field& f) noexcept {
+  if (!h.connection_names_fields) return false;
+  for (const auto& c : h.fields)
+    if (c.what == head_field::kind::hop_by_hop && classify(c.name) == special::connection &&
+        token_list_contains(c.value, f.name))
+      return true;
+  return false;
+}
+
+void append_status_line(std::string& out, std::string_view raw, const response_head& h) {
+  if (h.version == 11 && !h.reason.empty() && raw.substr(0, 9) == "HTTP/1.1 ") {
+    out.append(raw.data(), h.status_line_end);  // already what goes downstream
+    return;
+  }
+  out += "HTTP/1.1 ";
+  char digits[4];
+  auto r = std::to_chars(digits, digits + sizeof digits, h.status);
+  out.append(digits, static_cast<std::size_t>(r.ptr - digits));
+  out += ' ';
+  out += h.reason.empty() ? reason_phrase(h.status) : h.reason;
+  out += "\r\n";
+}
+
+void append_end_to_end_fields(std::string& out, std::string_view raw, const response_head& h,
+                              bool drop_content_length) {
+  // Kept lines are contiguous in `raw` until a dropped one: copy each run at once.
+  std::uint32_t run = 0, run_end = 0;
+  for (const auto& f : h.fields) {
+    bool keep = f.what == head_field::kind::end_to_end ||
+                (f.what == head_field::kind::content_length && !drop_content_length);
+    if (keep && h.connection_names_fields && named_by_connection(h, f)) keep = false;
+    if (keep) {
+      if (run_end != f.line_begin) {
+        out.append(raw.data() + run, run_end - run);
+        run = f.line_begin;
+      }
+      run_end = f.line_end;
+    }
+  }
+  out.append(raw.data() + run, run_end - run);
+}
+
+std::string_view reason_phrase(unsigned status) noexcept {
+  switch (status) {
+    case 100: return "Continue";
+    case 101: return "Switching Protocols";
+    case 103: return "Early Hints";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 203: return "Non-Authoritative Information";
+    case 204: return "No Content";
+    case 205: return "Reset Content";
+    case 206: return "Partial Content";
+    case 300: return "Multiple Choices";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 303: return "See Other";
+    case 304: return "Not Modified";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 406: return "Not Acceptable";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 410: return "Gone";
+    case 411: return "Length Required";
+    case 412: return "Precondition Failed";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 415: return "Unsupported Media Type";
+    case 416: return "Range Not Satisfiable";
+    case 417: return "Expectation Failed";
+    case 421: return "Misdirected Request";
+    case 422: return "Unprocessable Content";
+    case 426: return "Upgrade Required";
+    case 428: return "Precondition Required";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Unknown";
+  }
+}
+
+}  // namespace sluice::http

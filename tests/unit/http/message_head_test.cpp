@@ -1,0 +1,221 @@
+#include "sluice/http/message_head.hpp"
+
+#include <string>
+
+#include <catch2/catch.hpp>
+
+using namespace sluice::http;
+using namespace std::string_literals;
+
+namespace {
+
+constexpr std::size_t limit = 64 * 1024;
+
+head_parse parse(const std::string& bytes, response_head& h, bool head_request = false,
+                 std::size_t lim = limit) {
+  return parse_response_head(bytes, lim, head_request, h);
+}
+
+std::string error_of(const std::string& bytes) {
+  response_head h;
+  const char* error = "";
+  auto r = parse_response_head(bytes, limit, false, h, &error);
+  return r == head_parse::malformed ? std::string(error) : std::string("accepted");
+}
+
+// The downstream head as the HTTP/1.1 proxy builds it, minus its own framing fields.
+std::string forwarded(const std::string& bytes, bool drop_content_length = true) {
+  response_head h;
+  REQUIRE(parse(bytes, h) == head_parse::done);
+  std::string out;
+  append_status_line(out, bytes, h);
+  append_end_to_end_fields(out, bytes, h, drop_content_length);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("response head: a plain response is parsed with its fields and framing") {
+  std::string raw =
+      "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Backend:  a \r\n"
+      "Content-Length: 14\r\n\r\nhello from a\r\n";
+  response_head h;
+  REQUIRE(parse(raw, h) == head_parse::done);
+  CHECK(h.status == 200);
+  CHECK(h.version == 11);
+  CHECK(h.reason == "OK");
+  CHECK(h.size == raw.size() - 14);
+  CHECK(h.framing == body_framing::length);
+  CHECK(h.length == 14);
+  CHECK(h.keep_alive);
+  REQUIRE(h.fields.size() == 3);
+  CHECK(h.fields[0].name == "Content-Type");
+  CHECK(h.fields[0].value == "text/plain");
+  CHECK(h.fields[1].value == "a");  // surrounding whitespace trimmed
+  CHECK(h.fields[2].what == head_field::kind::content_length);
+  CHECK(raw.substr(h.fields[1].line_begin, h.fields[1].line_end - h.fields[1].line_begin) ==
+        "X-Backend:  a \r\n");
+}
+
+TEST_CASE("response head: every prefix of a head asks for more, byte by byte") {
+  std::string raw =
+      "HTTP/1.1 404 Not Found\r\nServer: x\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n"
+      "Transfer-Encoding: chunked\r\n\r\n";
+  for (std::size_t n = 0; n < raw.size(); ++n) {
+    response_head h;
+    INFO("prefix " << n);
+    CHECK(parse(raw.substr(0, n), h) == head_parse::need_more);
+  }
+  response_head h;
+  REQUIRE(parse(raw, h) == head_parse::done);
+  CHECK(h.framing == body_framing::chunked);
+  CHECK(h.fields.size() == 4);
+}
+
+TEST_CASE("response head: framing follows RFC 9112 section 6.3") {
+  response_head h;
+  SECTION("no framing fields: until the close, and the connection is not reusable") {
+    REQUIRE(parse("HTTP/1.1 200 OK\r\n\r\n", h) == head_parse::done);
+    CHECK(h.framing == body_framing::eof);
+    CHECK_FALSE(h.keep_alive);
+  }
+  SECTION("204, 304 and 1xx have no body whatever the fields say") {
+    for (const char* s : {"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n",
+                          "HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n",
+                          "HTTP/1.1 100 Continue\r\n\r\n", "HTTP/1.1 103 Early Hints\r\n\r\n"}) {
+      REQUIRE(parse(s, h) == head_parse::done);
+      CHECK(h.framing == body_framing::none);
+      CHECK(h.keep_alive);
+    }
+  }
+  SECTION("a HEAD request's response has no body") {
+    REQUIRE(parse("HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n", h, true) ==
+            head_parse::done);
+    CHECK(h.framing == body_framing::none);
+    CHECK(h.length == 99);
+  }
+  SECTION("Content-Length: 0 is no body") {
+    REQUIRE(parse("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", h) == head_parse::done);
+    CHECK(h.framing == body_framing::none);
+  }
+  SECTION("a list of equal lengths, and repeated equal fields, are one length") {
+    REQUIRE(parse("HTTP/1.1 200 OK\r\nContent-Length: 7, 7\r\nContent-Length: 7\r\n\r\n", h) ==
+            head_parse::done);
+    CHECK(h.framing == body_framing::length);
+    CHECK(h.length == 7);
+  }
+  SECTION("transfer-encoding is matched case-insensitively") {
+    REQUIRE(parse("HTTP/1.1 200 OK\r\ntransfer-ENCODING:  Chunked \r\n\r\n", h) ==
+            head_parse::done);
+    CHECK(h.framing == body_framing::chunked);
+    CHECK(h.keep_alive);
+  }
+}
+
+TEST_CASE("response head: keep-alive of the upstream connection") {
+  response_head h;
+  REQUIRE(parse("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n", h) ==
+          head_parse::done);
+  CHECK_FALSE(h.keep_alive);
+  REQUIRE(parse("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", h) == head_parse::done);
+  CHECK(h.version == 10);
+  CHECK_FALSE(h.keep_alive);
+  REQUIRE(parse("HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 1\r\n\r\n", h) ==
+          head_parse::done);
+  CHECK(h.keep_alive);
+  REQUIRE(parse("HTTP/1.1 200 OK\r\nConnection: keep-alive, close\r\nContent-Length: 1\r\n\r\n",
+                h) == head_parse::done);
+  CHECK_FALSE(h.keep_alive);
+  REQUIRE(parse("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+                "Upgrade: websocket\r\n\r\n",
+                h) == head_parse::done);
+  CHECK(h.connection_upgrade);
+  CHECK(h.upgrade == "websocket");
+}
+
+TEST_CASE("response head: hostile and broken heads are refused with a reason") {
+  CHECK(error_of("HTTP/1.1 200 OK\nContent-Length: 1\r\n\r\n") == "bare LF in the status line");
+  CHECK(error_of("HTTP/1.1 200 OK\r\nA: b\n\r\n") == "bare LF in the head");
+  CHECK(error_of("HTTP/1.1 200 OK\r\nA: b\r\n folded\r\n\r\n") == "obsolete line folding");
+  CHECK(error_of("HTTP/1.1 200 OK\r\nA: b\r\n\tfolded") == "obsolete line folding");
+  CHECK(error_of("HTTP/1.1 200 OK\r\nBad Name: b\r\n\r\n") == "bad field name");
+  CHECK(error_of("HTTP/1.1 200 OK\r\nName : b\r\n\r\n") == "bad field name");
+  CHECK(error_of("HTTP/1.1 200 OK\r\n: b\r\n\r\n") == "bad field name");
+  CHECK(error_of("HTTP/1.1 200 OK\r\nNoColon\r\n\r\n") == "bad field name");
+  CHECK(error_of("HTTP/1.1 200 OK\r\nA: b\0c\r\n\r\n"s) ==
+        "bad character in a field value");
+  CHECK(error_of("HTTP/1.1 200 OK\r\nA: b\rc\r\n\r\n") == "bad character in a field value");
+  CHECK(error_of("HTTP/1.1 200 OK\r\nContent-Length: 1x\r\n\r\n") == "bad Content-Length");
+  CHECK(error_of("HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n") == "bad Content-Length");
+  CHECK(error_of("HTTP/1.1 200 OK\r\nContent-Length: \r\n\r\n") == "bad Content-Length");
+  CHECK(error_of("HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999\r\n\r\n") ==
+        "bad Content-Length");
+  CHECK(error_of("HTTP/1.1 200 OK\r\nContent-Length: 1, 2\r\n\r\n") == "bad Content-Length");
+  CHECK(error_of("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n") ==
+        "differing Content-Length");
+  CHECK(error_of("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n") ==
+        "unsupported Transfer-Encoding");
+  CHECK(error_of("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n") ==
+        "unsupported Transfer-Encoding");
+  CHECK(error_of("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+                 "Transfer-Encoding: chunked\r\n\r\n") == "unsupported Transfer-Encoding");
+  CHECK(error_of("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n") ==
+        "Transfer-Encoding with Content-Length");
+  CHECK(error_of("HTTP/1.1 200 OK\r\nConnection: a b\r\n\r\n") == "bad Connection value");
+  CHECK(error_of("HTTP/2.0 200 OK\r\n\r\n") == "bad status line");
+  CHECK(error_of("ICY 200 OK\r\n\r\n") == "bad status line");
+  CHECK(error_of("HTTX") == "bad status line");
+  CHECK(error_of("HTTP/1.1 20x OK\r\n\r\n") == "bad status code");
+  CHECK(error_of("HTTP/1.1 099 Low\r\n\r\n") == "bad status code");
+  CHECK(error_of("HTTP/1.1 200OK\r\n\r\n") == "bad status line");
+  CHECK(error_of("HTTP/1.1 200 O\x01K\r\n\r\n") == "bad reason phrase");
+  CHECK(error_of("HTTP/1.1 200\r\n\r\n") == "accepted");  // an empty reason may lose its SP
+}
+
+TEST_CASE("response head: the size limit holds for complete and incomplete heads") {
+  std::string raw = "HTTP/1.1 200 OK\r\nX-Big: " + std::string(200, 'v') + "\r\n\r\n";
+  response_head h;
+  CHECK(parse(raw, h, false, raw.size()) == head_parse::done);
+  CHECK(parse(raw, h, false, raw.size() - 1) == head_parse::malformed);
+  // Still incomplete when the limit is reached: refused instead of waiting for more.
+  CHECK(parse(raw.substr(0, 100), h, false, 100) == head_parse::malformed);
+  CHECK(parse(raw.substr(0, 99), h, false, 100) == head_parse::need_more);
+}
+
+TEST_CASE("response head: the downstream head keeps end-to-end lines as they came") {
+  SECTION("hop-by-hop fields and the re-framed Content-Length are left out") {
+    CHECK(forwarded("HTTP/1.1 200 OK\r\nA: 1\r\nConnection: keep-alive\r\nKeep-Alive: t=5\r\n"
+                    "B:2\r\nContent-Length: 3\r\nSet-Cookie: x=1\r\nSet-Cookie: y=2\r\n\r\n") ==
+          "HTTP/1.1 200 OK\r\nA: 1\r\nB:2\r\nSet-Cookie: x=1\r\nSet-Cookie: y=2\r\n");
+  }
+  SECTION("Content-Length stays when the proxy does not re-frame") {
+    CHECK(forwarded("HTTP/1.1 304 Not Modified\r\nETag: \"e\"\r\nContent-Length: 3\r\n\r\n",
+                    false) == "HTTP/1.1 304 Not Modified\r\nETag: \"e\"\r\nContent-Length: 3\r\n");
+  }
+  SECTION("fields named by Connection are hop-by-hop too") {
+    CHECK(forwarded("HTTP/1.1 200 OK\r\nX-Secret: s\r\nA: 1\r\nConnection: x-secret, close\r\n"
+                    "Transfer-Encoding: chunked\r\nTE: trailers\r\nTrailer: X\r\nUpgrade: h2c\r\n"
+                    "Proxy-Connection: x\r\n\r\n") == "HTTP/1.1 200 OK\r\nA: 1\r\n");
+  }
+  SECTION("the status line is rewritten to HTTP/1.1 with a reason") {
+    CHECK(forwarded("HTTP/1.0 200 Fine\r\nContent-Length: 1\r\n\r\n") == "HTTP/1.1 200 Fine\r\n");
+    CHECK(forwarded("HTTP/1.1 503\r\nContent-Length: 1\r\n\r\n") ==
+          "HTTP/1.1 503 Service Unavailable\r\n");
+    CHECK(forwarded("HTTP/1.1 599 \r\nContent-Length: 1\r\n\r\n") == "HTTP/1.1 599 Unknown\r\n");
+  }
+}
+
+TEST_CASE("response head: reset keeps small field storage and drops large") {
+  response_head h;
+  std::string many = "HTTP/1.1 200 OK\r\n";
+  for (int i = 0; i < 100; ++i) many += "F" + std::to_string(i) + ": v\r\n";
+  many += "\r\n";
+  REQUIRE(parse(many, h) == head_parse::done);
+  CHECK(h.fields.size() == 100);
+  h.reset();
+  CHECK(h.fields.capacity() == 0);
+  REQUIRE(parse("HTTP/1.1 200 OK\r\nA: 1\r\n\r\n", h) == head_parse::done);
+  h.reset();
+  CHECK(h.fields.empty());
+  CHECK(h.fields.capacity() > 0);
+}
