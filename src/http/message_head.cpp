@@ -47,7 +47,9 @@ std::string_view trim(std::string_view s) noexcept {
 }
 
 enum class special : std::uint8_t {
-  none, content_length, transfer_encoding, connection, upgrade, other_hop
+  none, content_length, transfer_encoding, connection, upgrade, other_hop,
+  // requests only (classify_request)
+  host, expect, forwarded, x_forwarded_for, x_forwarded_other
 };
 
 special classify(std::string_view name) noexcept {
@@ -67,6 +69,24 @@ special classify(std::string_view name) noexcept {
       return iequals_lower(name, "transfer-encoding") ? special::transfer_encoding
                                                       : special::none;
     default: return special::none;
+  }
+}
+
+special classify_request(std::string_view name) noexcept {
+  switch (name.size()) {
+    case 4: return iequals_lower(name, "host") ? special::host : special::none;
+    case 6: return iequals_lower(name, "expect") ? special::expect : special::none;
+    case 9: return iequals_lower(name, "forwarded") ? special::forwarded : special::none;
+    case 15:
+      if (iequals_lower(name, "x-forwarded-for")) return special::x_forwarded_for;
+      return special::none;
+    case 16:
+      if (iequals_lower(name, "x-forwarded-host")) return special::x_forwarded_other;
+      return classify(name);
+    case 17:
+      if (iequals_lower(name, "x-forwarded-proto")) return special::x_forwarded_other;
+      return classify(name);
+    default: return classify(name);
   }
 }
 
@@ -95,26 +115,135 @@ bool parse_content_length(std::string_view v, std::uint64_t& out) noexcept {
   return true;
 }
 
+head_parse fail(const char** error, const char* what) {
+  if (error) *error = what;
+  return head_parse::malformed;
+}
+
+// What the field-line loop found out about framing and the connection.
+struct field_facts {
+  bool close = false;
+  bool keep_alive_token = false;
+  bool connection_upgrade = false;
+  bool names_fields = false;
+  bool has_content_length = false;
+  std::uint64_t length = 0;
+  std::size_t transfer_encodings = 0;
+  bool chunked = false;
+  std::string_view upgrade;
+  std::size_t count = 0;
+};
+
 // Connection options: every element a token (empty elements allowed, RFC 9110 §5.6.1).
-bool scan_connection(std::string_view v, response_head& h, bool& close,
-                     bool& keep_alive) noexcept {
+bool scan_connection(std::string_view v, field_facts& ff) noexcept {
   for (;;) {
     auto comma = v.find(',');
     auto item = trim(v.substr(0, comma));
     for (char c : item)
       if (!is_tchar(c)) return false;
-    if (iequals_lower(item, "close")) close = true;
-    else if (iequals_lower(item, "keep-alive")) keep_alive = true;
-    else if (iequals_lower(item, "upgrade")) h.connection_upgrade = true;
-    else if (!item.empty()) h.connection_names_fields = true;
+    if (iequals_lower(item, "close")) ff.close = true;
+    else if (iequals_lower(item, "keep-alive")) ff.keep_alive_token = true;
+    else if (iequals_lower(item, "upgrade")) ff.connection_upgrade = true;
+    else if (!item.empty()) ff.names_fields = true;
     if (comma == std::string_view::npos) return true;
     v.remove_prefix(comma + 1);
   }
 }
 
-head_parse fail(const char** error, const char* what) {
-  if (error) *error = what;
-  return head_parse::malformed;
+// Parses field lines from `pos` up to and including the empty line that ends the head; `pos`
+// ends just past it. `classify_name(name)` says which fields matter; `on_other(f, kind)` takes
+// the ones the loop does not handle itself (returns false to refuse the head).
+template <class Classify, class OnOther>
+head_parse parse_fields(const char* base, std::size_t& pos, std::size_t avail,
+                        std::vector<head_field>& fields, field_facts& ff, const char** error,
+                        Classify&& classify_name, OnOther&& on_other) {
+  for (;;) {
+    if (pos >= avail) return head_parse::need_more;
+    const char* p = base + pos;
+    const char* lf = static_cast<const char*>(std::memchr(p, '\n', avail - pos));
+    if (!lf) {
+      // An incomplete line: refuse now what can already be seen to be wrong.
+      if (is_ows(*p)) return fail(error, "obsolete line folding");
+      return head_parse::need_more;
+    }
+    if (lf == p || lf[-1] != '\r') return fail(error, "bare LF in the head");
+    const char* cr = lf - 1;
+    std::size_t next = static_cast<std::size_t>(lf - base) + 1;
+    if (cr == p) {  // the empty line: end of head
+      pos = next;
+      return head_parse::done;
+    }
+    if (is_ows(*p)) return fail(error, "obsolete line folding");
+    const char* q = p;
+    while (q < cr && is_tchar(*q)) ++q;
+    if (q == p || q == cr || *q != ':') return fail(error, "bad field name");
+    std::string_view name(p, static_cast<std::size_t>(q - p));
+    ++q;
+    while (q < cr && is_ows(*q)) ++q;
+    const char* v = q;
+    for (; q < cr; ++q)
+      if (!is_vchar(*q)) return fail(error, "bad character in a field value");
+    const char* vend = cr;
+    while (vend > v && is_ows(vend[-1])) --vend;
+    std::string_view value(v, static_cast<std::size_t>(vend - v));
+
+    head_field f;
+    f.name = name;
+    f.value = value;
+    f.line_begin = static_cast<std::uint32_t>(pos);
+    f.line_end = static_cast<std::uint32_t>(next);
+    special kind = classify_name(name);
+    switch (kind) {
+      case special::none: break;
+      case special::content_length: {
+        std::uint64_t n = 0;
+        if (!parse_content_length(value, n)) return fail(error, "bad Content-Length");
+        if (ff.has_content_length && n != ff.length)
+          return fail(error, "differing Content-Length");
+        ff.has_content_length = true;
+        ff.length = n;
+        f.what = head_field::kind::content_length;
+        break;
+      }
+      case special::transfer_encoding:
+        ++ff.transfer_encodings;
+        ff.chunked = iequals_lower(value, "chunked");
+        f.what = head_field::kind::hop_by_hop;
+        break;
+      case special::connection:
+        if (!scan_connection(value, ff)) return fail(error, "bad Connection value");
+        f.what = head_field::kind::hop_by_hop;
+        break;
+      case special::upgrade:
+        ff.upgrade = value;
+        f.what = head_field::kind::hop_by_hop;
+        break;
+      case special::other_hop: f.what = head_field::kind::hop_by_hop; break;
+      default:
+        if (!on_other(f, kind)) return fail(error, "refused field");
+        break;
+    }
+    fields.push_back(f);
+    ++ff.count;
+    pos = next;
+  }
+}
+
+// Exactly one Transfer-Encoding field saying exactly "chunked": any other coding (or chunked
+// applied twice, or not last) is something a proxy would have to guess about.
+const char* check_transfer_encoding(const field_facts& ff) noexcept {
+  if (ff.transfer_encodings == 0) return nullptr;
+  if (ff.transfer_encodings != 1 || !ff.chunked) return "unsupported Transfer-Encoding";
+  if (ff.has_content_length) return "Transfer-Encoding with Content-Length";
+  return nullptr;
+}
+
+bool in_range(std::string_view v, const char* from, std::size_t size) noexcept {
+  return v.data() >= from && v.data() <= from + size;
+}
+
+void move_view(std::string_view& v, const char* from, std::size_t size, const char* to) noexcept {
+  if (!v.empty() && in_range(v, from, size)) v = {to + (v.data() - from), v.size()};
 }
 
 }  // namespace
@@ -184,103 +313,213 @@ head_parse parse_response_head(std::string_view buf, std::size_t limit, bool hea
   std::size_t pos = static_cast<std::size_t>(lf - base) + 1;
   h.status_line_end = static_cast<std::uint32_t>(pos);
 
-  bool close = false;
-  bool keep_alive_token = false;
-  std::size_t transfer_encodings = 0;
-  bool chunked = false;
-  for (;;) {
-    if (pos >= avail) return need_more();
-    const char* p = base + pos;
-    lf = static_cast<const char*>(std::memchr(p, '\n', avail - pos));
-    if (!lf) {
-      // An incomplete line: refuse now what can already be seen to be wrong.
-      if (is_ows(*p)) return fail(error, "obsolete line folding");
-      return need_more();
-    }
-    if (lf == p || lf[-1] != '\r') return fail(error, "bare LF in the head");
-    const char* cr = lf - 1;
-    std::size_t next = static_cast<std::size_t>(lf - base) + 1;
-    if (cr == p) {  // the empty line: end of head
-      pos = next;
-      break;
-    }
-    if (is_ows(*p)) return fail(error, "obsolete line folding");
-    const char* q = p;
-    while (q < cr && is_tchar(*q)) ++q;
-    if (q == p || q == cr || *q != ':') return fail(error, "bad field name");
-    std::string_view name(p, static_cast<std::size_t>(q - p));
-    ++q;
-    while (q < cr && is_ows(*q)) ++q;
-    const char* v = q;
-    for (; q < cr; ++q)
-      if (!is_vchar(*q)) return fail(error, "bad character in a field value");
-    const char* vend = cr;
-    while (vend > v && is_ows(vend[-1])) --vend;
-    std::string_view value(v, static_cast<std::size_t>(vend - v));
-
-    head_field f;
-    f.name = name;
-    f.value = value;
-    f.line_begin = static_cast<std::uint32_t>(pos);
-    f.line_end = static_cast<std::uint32_t>(next);
-    switch (classify(name)) {
-      case special::none: break;
-      case special::content_length: {
-        std::uint64_t n = 0;
-        if (!parse_content_length(value, n)) return fail(error, "bad Content-Length");
-        if (h.has_content_length && n != h.length) return fail(error, "differing Content-Length");
-        h.has_content_length = true;
-        h.length = n;
-        f.what = head_field::kind::content_length;
-        break;
-      }
-      case special::transfer_encoding:
-        ++transfer_encodings;
-        chunked = iequals_lower(value, "chunked");
-        f.what = head_field::kind::hop_by_hop;
-        break;
-      case special::connection:
-        if (!scan_connection(value, h, close, keep_alive_token))
-          return fail(error, "bad Connection value");
-        f.what = head_field::kind::hop_by_hop;
-        break;
-      case special::upgrade:
-        h.upgrade = value;
-        f.what = head_field::kind::hop_by_hop;
-        break;
-      case special::other_hop: f.what = head_field::kind::hop_by_hop; break;
-    }
-    h.fields.push_back(f);
-    pos = next;
-  }
+  field_facts ff;
+  auto r = parse_fields(base, pos, avail, h.fields, ff, error, classify,
+                        [](head_field&, special) { return true; });
+  if (r == head_parse::need_more) return need_more();
+  if (r != head_parse::done) return r;
   h.size = pos;
+  h.has_content_length = ff.has_content_length;
+  h.length = ff.length;
+  h.connection_upgrade = ff.connection_upgrade;
+  h.connection_names_fields = ff.names_fields;
+  h.upgrade = ff.upgrade;
 
-  if (transfer_encodings > 0) {
-    // Exactly one field saying exactly "chunked": any other coding (or chunked applied twice,
-    // or not last) is something a proxy would have to guess about.
-    if (transfer_encodings != 1 || !chunked)
-      return fail(error, "unsupported Transfer-Encoding");
-    if (h.has_content_length) return fail(error, "Transfer-Encoding with Content-Length");
-  }
+  if (const char* bad = check_transfer_encoding(ff)) return fail(error, bad);
   if (head_request || h.status < 200 || h.status == 204 || h.status == 304) {
     h.framing = body_framing::none;
-  } else if (transfer_encodings > 0) {
+  } else if (ff.transfer_encodings > 0) {
     h.framing = body_framing::chunked;
   } else if (h.has_content_length) {
     h.framing = h.length > 0 ? body_framing::length : body_framing::none;
   } else {
     h.framing = body_framing::eof;
   }
-  h.keep_alive = !close && (h.version >= 11 || keep_alive_token) &&
+  h.keep_alive = !ff.close && (h.version >= 11 || ff.keep_alive_token) &&
                  h.framing != body_framing::eof;
   return head_parse::done;
 }
 
-bool named_by_connection(const response_head& h, const head_field& f) noexcept {
-  if (!h.connection_names_fields) return false;
-  for (const auto& c : h.fields)
+// ---- requests --------------------------------------------------------------------------------
+
+void request_head::reset() noexcept {
+  method = {};
+  target = {};
+  target_parts = {};
+  version = 11;
+  size = 0;
+  framing = body_framing::none;
+  length = 0;
+  has_content_length = false;
+  keep_alive = false;
+  upgrade = false;
+  connection_names_fields = false;
+  host = {};
+  upgrade_value = {};
+  expect = {};
+  if (fields.capacity() > 64) {
+    std::vector<head_field>().swap(fields);
+  } else {
+    fields.clear();
+  }
+}
+
+std::string_view request_head::find(std::string_view name) const noexcept {
+  for (const auto& f : fields) {
+    if (f.name.size() != name.size()) continue;
+    bool same = true;
+    for (std::size_t i = 0; i < name.size() && same; ++i) same = lower(f.name[i]) == lower(name[i]);
+    if (same) return f.value;
+  }
+  return {};
+}
+
+void request_head::rebase(const char* from, const char* to) noexcept {
+  auto n = size;
+  move_view(method, from, n, to);
+  move_view(target, from, n, to);
+  move_view(target_parts.authority, from, n, to);
+  move_view(target_parts.origin, from, n, to);
+  move_view(target_parts.path, from, n, to);
+  move_view(host, from, n, to);
+  move_view(upgrade_value, from, n, to);
+  move_view(expect, from, n, to);
+  for (auto& f : fields) {
+    move_view(f.name, from, n, to);
+    move_view(f.value, from, n, to);
+  }
+}
+
+request_verdict parse_request_head(std::string_view buf, const config::listener_limits& limits,
+                                   request_head& h) {
+  h.reset();
+  request_verdict out;
+  auto reject = [&](unsigned status, const char* reason) {
+    out.what = head_parse::malformed;
+    out.status = status;
+    out.reason = reason;
+    return out;
+  };
+  // RFC 9112 §2.2: a server SHOULD ignore at least one empty line before the request line
+  // (some clients send an extra CRLF after a POST body). Allow a few.
+  std::size_t skip = 0;
+  while (skip + 2 <= buf.size() && buf[skip] == '\r' && buf[skip + 1] == '\n' && skip < 8)
+    skip += 2;
+  if (skip + 1 == buf.size() && buf[skip] == '\r') return out;  // need more
+
+  const char* const base = buf.data();
+  std::size_t head_limit = skip + limits.max_header_bytes;
+  std::size_t avail = buf.size() < head_limit ? buf.size() : head_limit;
+  std::size_t line_scan = std::size_t{limits.max_request_line} + 2;  // with its CRLF
+
+  // Request line: method SP request-target SP HTTP-version CRLF.
+  const char* start = base + skip;
+  std::size_t rest = avail - (skip < avail ? skip : avail);
+  const char* lf = static_cast<const char*>(std::memchr(start, '\n', rest));
+  if (!lf) {
+    if (rest > line_scan || (buf.size() >= head_limit && rest == avail - skip))
+      return reject(414, "request line too long");
+    return out;
+  }
+  std::size_t line_len = static_cast<std::size_t>(lf - start) + 1;
+  if (line_len > line_scan) return reject(414, "request line too long");
+  if (lf == start || lf[-1] != '\r') return reject(400, "malformed request head");
+  {
+    std::string_view line(start, line_len - 2);
+    auto sp1 = line.find(' ');
+    if (sp1 == std::string_view::npos || sp1 == 0) return reject(400, "malformed request line");
+    auto sp2 = line.find(' ', sp1 + 1);
+    if (sp2 == std::string_view::npos || sp2 == sp1 + 1)
+      return reject(400, "malformed request line");
+    h.method = line.substr(0, sp1);
+    for (char c : h.method)
+      if (!is_tchar(c)) return reject(400, "malformed request line");
+    h.target = line.substr(sp1 + 1, sp2 - sp1 - 1);
+    for (char c : h.target) {
+      auto u = static_cast<unsigned char>(c);
+      if (u <= 0x20 || u == 0x7f) return reject(400, "malformed request line");
+    }
+    auto version = line.substr(sp2 + 1);
+    if (version.size() != 8 || version.substr(0, 5) != "HTTP/" || version[6] != '.' ||
+        version[5] < '0' || version[5] > '9' || version[7] < '0' || version[7] > '9')
+      return reject(400, "malformed request line");
+    if (version[5] != '1') return reject(400, "unsupported HTTP version");
+    if (version[7] > '1') return reject(505, "unsupported HTTP version");
+    h.version = version[7] == '0' ? 10 : 11;
+  }
+
+  std::size_t pos = skip + line_len;
+  field_facts ff;
+  std::size_t hosts = 0;
+  const char* error = "";
+  auto r = parse_fields(base, pos, avail, h.fields, ff, &error, classify_request,
+                        [&](head_field& f, special kind) {
+                          switch (kind) {
+                            case special::host:
+                              if (hosts++ == 0) h.host = f.value;
+                              f.what = head_field::kind::host;
+                              break;
+                            case special::expect:
+                              h.expect = f.value;
+                              f.what = head_field::kind::expect;
+                              break;
+                            case special::forwarded: f.what = head_field::kind::forwarded; break;
+                            case special::x_forwarded_for:
+                              f.what = head_field::kind::x_forwarded_for;
+                              break;
+                            default: f.what = head_field::kind::x_forwarded_other; break;
+                          }
+                          return true;
+                        });
+  if (r == head_parse::need_more) {
+    if (buf.size() >= head_limit) return reject(431, "request head too large");
+    return out;
+  }
+  if (r == head_parse::malformed) return reject(400, error);
+  h.size = pos;
+  if (ff.count > limits.max_headers) return reject(431, "too many header fields");
+  if (const char* bad = check_transfer_encoding(ff)) return reject(400, bad);
+  if (ff.transfer_encodings > 0 && h.version == 10)
+    return reject(400, "Transfer-Encoding with Content-Length or in HTTP/1.0");
+  if (hosts > 1) return reject(400, "several Host fields");
+  if (hosts == 0 && h.version == 11) return reject(400, "HTTP/1.1 request without Host");
+  if (hosts == 1 && !valid_host(h.host)) return reject(400, "invalid Host");
+  h.target_parts = classify_target(h.target);
+  bool connect = h.method == "CONNECT";
+  switch (h.target_parts.form) {
+    case target_form::origin:
+    case target_form::absolute: break;
+    case target_form::asterisk:
+      if (h.method != "OPTIONS") return reject(400, "'*' target with a method other than OPTIONS");
+      break;
+    case target_form::authority: return reject(connect ? 405 : 400, "CONNECT is not supported");
+    case target_form::invalid: return reject(400, "invalid request target");
+  }
+  if (connect) return reject(405, "CONNECT is not supported");
+
+  h.has_content_length = ff.has_content_length;
+  h.length = ff.length;
+  h.connection_names_fields = ff.names_fields;
+  h.upgrade_value = ff.upgrade;
+  h.upgrade = ff.connection_upgrade && !ff.upgrade.empty();
+  if (ff.transfer_encodings > 0) {
+    h.framing = body_framing::chunked;
+  } else if (ff.has_content_length && ff.length > 0) {
+    if (limits.max_body > 0 && ff.length > limits.max_body)
+      return reject(413, "body larger than the limit");
+    h.framing = body_framing::length;
+  } else {
+    h.framing = body_framing::none;
+  }
+  h.keep_alive = !ff.close && (h.version >= 11 || ff.keep_alive_token);
+  out.what = head_parse::done;
+  return out;
+}
+
+bool named_by_connection(const std::vector<head_field>& fields, std::string_view name) noexcept {
+  for (const auto& c : fields)
     if (c.what == head_field::kind::hop_by_hop && classify(c.name) == special::connection &&
-        token_list_contains(c.value, f.name))
+        token_list_contains(c.value, name))
       return true;
   return false;
 }

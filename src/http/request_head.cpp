@@ -36,14 +36,6 @@ bool has_obs_fold(std::string_view raw) noexcept {
   return false;
 }
 
-// Bytes of the first line including its CRLF, or npos.
-std::size_t first_line_length(std::string_view raw, std::size_t scan_limit) noexcept {
-  auto n = std::min(raw.size(), scan_limit);
-  const void* lf = std::memchr(raw.data(), '\n', n);
-  if (!lf) return std::string_view::npos;
-  return static_cast<std::size_t>(static_cast<const char*>(lf) - raw.data()) + 1;
-}
-
 template <class Header>
 bool transfer_encoding_ok(const Header& h, bool& present) noexcept {
   present = false;
@@ -84,141 +76,12 @@ void prepare(request_parser& p, const config::listener_limits& limits) {
   p.eager(false);
 }
 
-unsigned check_head(const request_header& req, std::string_view raw,
-                    const config::listener_limits& limits, split_target& target,
-                    const char*& reason) {
-  auto line = first_line_length(raw, raw.size());
-  if (line != std::string_view::npos && line - 2 > limits.max_request_line) {
-    reason = "request line too long";
-    return 414;
-  }
-  std::size_t fields = 0;
-  std::size_t hosts = 0;
-  std::string_view host;
-  bool content_length = false;
-  for (const auto& f : req) {
-    ++fields;
-    switch (f.name()) {
-      case bhttp::field::host:
-        ++hosts;
-        host = f.value();
-        break;
-      case bhttp::field::content_length: content_length = true; break;
-      default: break;
-    }
-  }
-  if (fields > limits.max_headers) {
-    reason = "too many header fields";
-    return 431;
-  }
-  if (has_obs_fold(raw)) {
-    reason = "obsolete line folding";
-    return 400;
-  }
-  if (req.version() != 11 && req.version() != 10) {
-    reason = "unsupported HTTP version";
-    return 505;
-  }
-  bool te = false;
-  if (!transfer_encoding_ok(req, te)) {
-    reason = "unsupported Transfer-Encoding";
-    return 400;
-  }
-  if (te && (content_length || req.version() == 10)) {
-    reason = "Transfer-Encoding with Content-Length or in HTTP/1.0";
-    return 400;
-  }
-  if (hosts > 1) {
-    reason = "several Host fields";
-    return 400;
-  }
-  if (hosts == 0 && req.version() == 11) {
-    reason = "HTTP/1.1 request without Host";
-    return 400;
-  }
-  if (hosts == 1 && !valid_host(host)) {
-    reason = "invalid Host";
-    return 400;
-  }
-  target = classify_target(req.target());
-  switch (target.form) {
-    case target_form::origin:
-    case target_form::absolute: break;
-    case target_form::asterisk:
-      if (req.method() != bhttp::verb::options) {
-        reason = "'*' target with a method other than OPTIONS";
-        return 400;
-      }
-      break;
-    case target_form::authority:
-      reason = "CONNECT is not supported";
-      return req.method() == bhttp::verb::connect ? 405 : 400;
-    case target_form::invalid: reason = "invalid request target"; return 400;
-  }
-  if (req.method() == bhttp::verb::connect) {
-    reason = "CONNECT is not supported";
-    return 405;
-  }
-  return 0;
-}
-
-head_result feed_head(request_parser& p, std::string_view buffered,
-                      const config::listener_limits& limits) {
-  head_result r;
-  // RFC 9112 §2.2: a server SHOULD ignore at least one empty line before the request line
-  // (some clients send an extra CRLF after a POST body). Allow a few.
-  std::size_t skip = 0;
-  while (skip + 2 <= buffered.size() && buffered[skip] == '\r' && buffered[skip + 1] == '\n' &&
-         skip < 8)
-    skip += 2;
-  if (skip + 1 == buffered.size() && buffered[skip] == '\r') return r;  // need more
-  auto data = buffered.substr(skip);
-
+bool start_chunked_body(request_parser& p, std::string_view head) {
+  // Beast's parser does not take the empty lines a client may send before a request.
+  while (head.starts_with("\r\n")) head.remove_prefix(2);
   boost::system::error_code ec;
-  auto used = p.put(boost::asio::const_buffer(data.data(), feedable_head(data, limits.max_header_bytes)), ec);
-  if (ec == bhttp::error::need_more) {
-    // Refuse an over-long request line as soon as it is visible, not at the head limit.
-    std::size_t scan = std::size_t{limits.max_request_line} + 2;
-    if (data.size() > scan && first_line_length(data, scan) == std::string_view::npos) {
-      r.what = head_result::state::reject;
-      r.status = 414;
-      r.reason = "request line too long";
-    }
-    return r;
-  }
-  r.what = head_result::state::reject;
-  if (ec) {
-    if (ec == bhttp::error::header_limit) {
-      auto line = first_line_length(data, data.size());
-      bool long_line = line == std::string_view::npos || line - 2 > limits.max_request_line;
-      r.status = long_line ? 414 : 431;
-      r.reason = long_line ? "request line too long" : "request head too large";
-    } else if (ec == bhttp::error::body_limit) {
-      r.status = 413;
-      r.reason = "body larger than the limit";
-    } else {
-      r.status = 400;
-      r.reason = "malformed request head";
-    }
-    return r;
-  }
-  if (!p.is_header_done()) {  // cannot happen with a non-eager parser; be safe
-    r.status = 400;
-    r.reason = "malformed request head";
-    return r;
-  }
-  auto raw = data.substr(0, used);
-  r.status = check_head(p.get().base(), raw, limits, r.target, r.reason);
-  if (r.status == 0) {
-    if (limits.max_body > 0 && p.content_length() && *p.content_length() > limits.max_body) {
-      r.status = 413;
-      r.reason = "body larger than the limit";
-      return r;
-    }
-    r.what = head_result::state::done;
-    r.head_size = skip + used;
-  }
-  return r;
+  auto n = p.put(boost::asio::const_buffer(head.data(), head.size()), ec);
+  return !ec && n == head.size() && p.is_header_done() && p.chunked();
 }
 
 bool check_response_head(const response_header& res, std::string_view raw) noexcept {

@@ -1,5 +1,5 @@
-// Reading and vetting a downstream request head with Beast's parser: limits (414/431/413) and
-// the hostile-input checks Beast's parser lets through. Internal header: includes Beast.
+// Beast's parsers where sluice still uses them: chunked request and response bodies, and the
+// HTTP/2 bridge's response heads. Internal header: includes Beast.
 #pragma once
 
 #include <cstddef>
@@ -26,27 +26,10 @@ using response_header = bhttp::response_header<fields>;
 /// Sets header and body limits on a fresh parser from the listener's limits.
 void prepare(request_parser& p, const config::listener_limits& limits);
 
-/// What the caller should do after `feed_head`.
-struct head_result {
-  enum class state { need_more, done, reject } what = state::need_more;
-  unsigned status = 0;        ///< reject: the status to answer (400, 413, 414, 431, 501, 505)
-  std::size_t head_size = 0;  ///< done: bytes of the head, to consume from the buffer
-  split_target target;        ///< done: the request target, classified
-  const char* reason = "";    ///< reject: short reason for the error log / body
-};
-
-/// Feeds everything buffered so far (`buffered` starts at the first unconsumed byte and must
-/// hold the same bytes, plus any new ones, on the next call) into a `prepare`d parser. On `done`
-/// the head passed every check; body bytes (if any) follow at `buffered[head_size]`.
-/// Leading empty lines (CRLF) before the request line are tolerated and counted in head_size.
-head_result feed_head(request_parser& p, std::string_view buffered,
-                      const config::listener_limits& limits);
-
-/// Checks on a complete head (what Beast's parser accepts but we must not): called by
-/// feed_head; `raw` is the head's bytes. Returns 0 when acceptable, else a status.
-unsigned check_head(const request_header& req, std::string_view raw,
-                    const config::listener_limits& limits, split_target& target,
-                    const char*& reason);
+/// Hands a parsed request head (`head`: its bytes, as vetted by parse_request_head) to a
+/// `prepare`d parser, which then decodes the chunked body that follows. False when the parser
+/// refuses the head or finds no chunked body.
+bool start_chunked_body(request_parser& p, std::string_view head);
 
 /// How much of `buffered` (a message head so far, from its first byte) to hand Beast's parser.
 /// On its first look at a head, Beast's parser consumes a complete start line (and complete

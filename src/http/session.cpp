@@ -154,6 +154,12 @@ constexpr bool hop_by_hop(bhttp::field f) noexcept {
   }
 }
 
+[[gnu::noinline, gnu::cold]] void log_bad_request(const std::string& client, unsigned status,
+                                                  const char* reason) {
+  SLUICE_LOG(info, "client " << client << " sent a bad request head (" << reason
+                              << "): answered " << status);
+}
+
 [[gnu::noinline, gnu::cold]] void log_http1_to_h2(const std::string& cluster) {
   SLUICE_LOG(warn, "HTTP/1.1 request routed to HTTP/2 cluster " << cluster
                        << ": not supported yet, answered 502 (use HTTP/2 or gRPC clients)");
@@ -352,6 +358,7 @@ class session final : public session_base,
     rec_.reset();
     up_.reset();
     req_.reset();
+    req_head_.reset();
     res_.reset();
     head_in_.reset();
     relay_.reset();
@@ -546,8 +553,7 @@ class session final : public session_base,
   // Reads and vets the next request head. False: close the connection (any error answer has
   // been sent already).
   asio::awaitable<bool> read_head(bool first) {
-    req_.emplace();
-    prepare(*req_, *limits_);
+    req_.reset();
     reset_request_log();
     // The first request must arrive within the header timeout; later ones get the keep-alive
     // idle timeout until their first byte, then the header timeout for the rest of the head.
@@ -564,15 +570,32 @@ class session final : public session_base,
                                    h2_observers());
           co_return false;
         }
-        auto r = !tls && first && h2::could_be_preface(view) ? head_result{}
-                                                     : feed_head(*req_, view, *limits_);
-        if (r.what == head_result::state::done) {
-          down_buf_.consume(r.head_size);
-          bytes_in_ = r.head_size;
-          target_ = r.target;
+        auto r = !tls && first && h2::could_be_preface(view)
+                     ? request_verdict{}
+                     : parse_request_head(view, *limits_, req_head_);
+        if (r.what == head_parse::done) {
+          // The head's bytes move out of the read buffer (which body reads reuse), and the
+          // parsed views with them.
+          req_raw_.assign(view.data(), req_head_.size);
+          req_head_.rebase(view.data(), req_raw_.data());
+          down_buf_.consume(req_head_.size);
+          bytes_in_ = req_head_.size;
+          target_ = req_head_.target_parts;
+          if (req_head_.framing == body_framing::chunked) {
+            // Beast's parser decodes chunked bodies: it takes the head first.
+            req_.emplace();
+            prepare(*req_, *limits_);
+            if (!start_chunked_body(*req_, req_raw_)) {
+              req_.reset();
+              mark_start();
+              co_await send_simple(400, false);
+              co_return false;
+            }
+          }
           co_return true;
         }
-        if (r.what == head_result::state::reject) {
+        if (r.what == head_parse::malformed) {
+          log_bad_request(client_ip_, r.status, r.reason);
           mark_start();
           co_await send_simple(r.status, false);
           co_return false;
@@ -627,30 +650,27 @@ class session final : public session_base,
     }
   }
 
-  // Serves the request whose head is in req_. Returns whether to keep the connection.
+  // Serves the request whose head is in req_head_. Returns whether to keep the connection.
   asio::awaitable<bool> handle() {
-    auto& p = *req_;
-    auto& req = p.get();
+    const auto& req = req_head_;
     ++requests_;
     mark_start();
     has_request_ = true;
-    keep_alive_ = p.keep_alive() && requests_ < limits_->max_keepalive_requests;
-    if (p.is_done())
-      body_ = body_kind::none;
-    else if (p.chunked())
-      body_ = body_kind::chunked;
-    else {
-      body_ = body_kind::length;
-      body_length_ = p.content_length().value_or(0);
-      bytes_in_ += body_length_;
+    keep_alive_ = req.keep_alive && requests_ < limits_->max_keepalive_requests;
+    switch (req.framing) {
+      case body_framing::length:
+        body_ = body_kind::length;
+        body_length_ = req.length;
+        bytes_in_ += body_length_;
+        break;
+      case body_framing::chunked: body_ = body_kind::chunked; break;
+      default: body_ = body_kind::none; break;
     }
     body_in_memory_ = body_ == body_kind::none ||
                       (body_ == body_kind::length && down_buf_.size() >= body_length_);
     body_complete_ = body_in_memory_;
 
-    std::string_view host = target_.form == target_form::absolute
-                                ? target_.authority
-                                : std::string_view(req[bhttp::field::host]);
+    std::string_view host = target_.form == target_form::absolute ? target_.authority : req.host;
     int idx = listener_->routes ? listener_->routes->match(host, target_.path) : -1;
     if (idx >= 0 && static_cast<std::size_t>(idx) < listener_->route_metrics.size())
       metrics_route_ = listener_->route_metrics[static_cast<std::size_t>(idx)];
@@ -704,7 +724,6 @@ class session final : public session_base,
       ~record_on_exit() { s->record_metrics(); }
     } record{this};
     const auto& ccfg = cache.owner().config();
-    auto& req = req_->get();
     build_upstream_head();
 
     balance::pick_context ctx;
@@ -712,7 +731,7 @@ class session final : public session_base,
     std::array<core::backend*, max_tries_cap> tried{};
     std::size_t ntried = 0;
     unsigned max_tries = std::clamp<unsigned>(ccfg.max_tries, 1, max_tries_cap);
-    bool idempotent = is_idempotent({req.method_string().data(), req.method_string().size()});
+    bool idempotent = is_idempotent(req_head_.method);
     unsigned fail_status = 0;
     body_streamed_ = false;
 
@@ -795,17 +814,13 @@ class session final : public session_base,
   }
 
   std::uint64_t request_hash(const config::hash_on& h) {
-    auto& req = req_->get();
     switch (h.what) {
       case config::hash_on::kind::client_ip: return balance::hash_key(client_ip_);
-      case config::hash_on::kind::header: {
-        auto v = req[h.name];
-        return balance::hash_key({v.data(), v.size()});
-      }
+      case config::hash_on::kind::header: return balance::hash_key(req_head_.find(h.name));
       case config::hash_on::kind::cookie: {
-        for (const auto& f : req) {
-          if (f.name() != bhttp::field::cookie) continue;
-          auto v = find_cookie({f.value().data(), f.value().size()}, h.name);
+        for (const auto& f : req_head_.fields) {
+          if (f.name.size() != 6 || !beast::iequals(f.name, "cookie")) continue;
+          auto v = find_cookie(f.value, h.name);
           if (!v.empty()) return balance::hash_key(v);
         }
         return balance::hash_key(client_ip_);
@@ -816,86 +831,41 @@ class session final : public session_base,
 
   // The request head sent upstream, built once per request (attempts reuse it).
   void build_upstream_head() {
-    auto& p = *req_;
-    auto& req = p.get();
+    const auto& req = req_head_;
     auto& h = up_head_;
     h.clear();
-    h.append(req.method_string().data(), req.method_string().size());
+    h += req.method;
     h += ' ';
-    if (target_.form == target_form::absolute)
-      h += target_.origin;
-    else
-      h.append(req.target().data(), req.target().size());
+    h += target_.form == target_form::absolute ? target_.origin : req.target;
     h += " HTTP/1.1\r\n"sv;
 
-    // Does a Connection field name anything beyond close/keep-alive/upgrade? Then every other
-    // field must be checked against it.
-    bool connection_names = false;
-    for (const auto& f : req) {
-      if (f.name() != bhttp::field::connection) continue;
-      std::string_view v(f.value().data(), f.value().size());
-      while (!v.empty()) {
-        auto comma = v.find(',');
-        auto t = v.substr(0, comma);
-        while (!t.empty() && (t.front() == ' ' || t.front() == '\t')) t.remove_prefix(1);
-        while (!t.empty() && (t.back() == ' ' || t.back() == '\t')) t.remove_suffix(1);
-        if (!t.empty() && !beast::iequals(t, "close") && !beast::iequals(t, "keep-alive") &&
-            !beast::iequals(t, "upgrade"))
-          connection_names = true;
-        if (comma == std::string_view::npos) break;
-        v.remove_prefix(comma + 1);
-      }
-    }
-    auto named_by_connection = [&](std::string_view name) {
-      for (const auto& f : req)
-        if (f.name() == bhttp::field::connection &&
-            token_list_contains({f.value().data(), f.value().size()}, name))
-          return true;
-      return false;
-    };
-
-    std::string_view host;
     xff_.clear();
     fwd_.clear();
     bool forwarded = listener_->cfg->forwarded;
-    upgrade_ = p.upgrade();
-    for (const auto& f : req) {
-      std::string_view name(f.name_string().data(), f.name_string().size());
-      std::string_view value(f.value().data(), f.value().size());
-      if (hop_by_hop(f.name())) continue;
-      switch (f.name()) {
-        case bhttp::field::content_length:  // re-framed by sluice
-        case bhttp::field::expect:          // 100-continue is answered by sluice
-          continue;
-        case bhttp::field::host:
-          host = value;
-          if (target_.form == target_form::absolute) continue;
-          break;
-        case bhttp::field::forwarded:
-          if (!forwarded) break;
+    bool absolute = target_.form == target_form::absolute;
+    upgrade_ = req.upgrade;
+    using kind = head_field::kind;
+    // End-to-end lines are copied as the client sent them; X-Forwarded-For and (when the
+    // listener adds its own) Forwarded are gathered to be appended to.
+    append_field_lines(h, req_raw_, req.fields, [&](const head_field& f) {
+      switch (f.what) {
+        case kind::end_to_end:
+          return !req.connection_names_fields || !named_by_connection(req.fields, f.name);
+        case kind::host: return !absolute;
+        case kind::forwarded:
+          if (!forwarded) return true;
           if (!fwd_.empty()) fwd_ += ", "sv;
-          fwd_ += value;
-          continue;
-        default:
-          if (f.name() == bhttp::field::unknown && name.size() > 12 &&
-              beast::iequals(name.substr(0, 12), "x-forwarded-")) {
-            auto rest = name.substr(12);
-            if (beast::iequals(rest, "for")) {
-              if (!xff_.empty()) xff_ += ", "sv;
-              xff_ += value;
-              continue;
-            }
-            if (beast::iequals(rest, "proto") || beast::iequals(rest, "host")) continue;
-          }
-          if (connection_names && named_by_connection(name)) continue;
-          break;
+          fwd_ += f.value;
+          return false;
+        case kind::x_forwarded_for:
+          if (!xff_.empty()) xff_ += ", "sv;
+          xff_ += f.value;
+          return false;
+        default: return false;  // hop-by-hop, re-framed, answered or set by the proxy
       }
-      h += name;
-      h += ": "sv;
-      h += value;
-      h += "\r\n"sv;
-    }
-    if (target_.form == target_form::absolute) {
+    });
+    std::string_view host = req.host;
+    if (absolute) {
       host = target_.authority;
       h += "Host: "sv;
       h += host;
@@ -923,14 +893,13 @@ class session final : public session_base,
       h += "\r\n"sv;
     }
     if (upgrade_) {
-      auto u = req[bhttp::field::upgrade];
       h += "Connection: upgrade\r\nUpgrade: "sv;
-      h.append(u.data(), u.size());
+      h += req.upgrade_value;
       h += "\r\n"sv;
     }
     switch (body_) {
       case body_kind::none:
-        if (p.content_length()) h += "Content-Length: 0\r\n"sv;
+        if (req.has_content_length) h += "Content-Length: 0\r\n"sv;
         break;
       case body_kind::length:
         h += "Content-Length: "sv;
@@ -940,11 +909,8 @@ class session final : public session_base,
       case body_kind::chunked: h += "Transfer-Encoding: chunked\r\n"sv; break;
     }
     h += "\r\n"sv;
-    expect_continue_ = false;
-    if (body_ != body_kind::none && !body_in_memory_ && req.version() == 11) {
-      auto e = req[bhttp::field::expect];
-      expect_continue_ = beast::iequals(e, "100-continue");
-    }
+    expect_continue_ = body_ != body_kind::none && !body_in_memory_ && req.version == 11 &&
+                       beast::iequals(req.expect, "100-continue");
   }
 
   // One attempt on one upstream connection. `fail_status` gets 502/504 on failure; `stale` is
@@ -1051,7 +1017,7 @@ class session final : public session_base,
     auto* b = conn.backend;
     // 3. The response head (skipping interim 1xx responses).
     bool got_any = false;
-    bool head_request = req_->get().method() == bhttp::verb::head;
+    bool head_request = req_head_.is_head();
     set_deadline(ccfg.timeouts.read);
     for (;;) {
       if (conn.buffer.size() > 0) {
@@ -1123,7 +1089,7 @@ class session final : public session_base,
     res_->header_limit(response_header_limit);
     res_->body_limit(boost::none);
     res_->eager(false);
-    if (req_->get().method() == bhttp::verb::head) res_->skip(true);
+    if (req_head_.is_head()) res_->skip(true);
   }
 
   // `lease` null: a pooled connection the upstream had closed (not the backend's fault; logged
@@ -1257,7 +1223,7 @@ class session final : public session_base,
                                           std::size_t head_size) {
     const auto& in_head = head_in_;
     auto raw = std::string_view(static_cast<const char*>(conn.buffer.data().data()), head_size);
-    bool client11 = req_->get().version() == 11;
+    bool client11 = req_head_.version == 11;
 
     enum class framing { none, length, chunked, eof } in = framing::none;
     std::uint64_t length = 0;
@@ -1562,9 +1528,9 @@ class session final : public session_base,
       h += "\r\n"sv;
     }
     if (!keep_alive_) h += "Connection: close\r\n"sv;
-    else if (req_->get().version() == 10) h += "Connection: keep-alive\r\n"sv;
+    else if (req_head_.version == 10) h += "Connection: keep-alive\r\n"sv;
     h += "\r\n"sv;
-    bool send_body = !no_body && req_->get().method() != bhttp::verb::head;
+    bool send_body = !no_body && !req_head_.is_head();
     bytes_sent_ = send_body ? d.body.size() : 0;
     std::array<asio::const_buffer, 2> bufs{asio::buffer(h),
                                            asio::buffer(d.body.data(), send_body ? d.body.size() : 0)};
@@ -1655,15 +1621,13 @@ class session final : public session_base,
                  : std::chrono::system_clock::now() -
                        std::chrono::duration_cast<std::chrono::system_clock::duration>(
                            finish_time() - start_);
-    if (has_request_ && req_) {
-      auto& req = req_->get();
-      e.method = {req.method_string().data(), req.method_string().size()};
-      e.target = {req.target().data(), req.target().size()};
-      e.version = req.version();
-      auto ref = req[bhttp::field::referer];
-      auto ua = req[bhttp::field::user_agent];
-      e.referer = {ref.data(), ref.size()};
-      e.user_agent = {ua.data(), ua.size()};
+    if (has_request_) {
+      const auto& req = req_head_;
+      e.method = req.method;
+      e.target = req.target;
+      e.version = req.version;
+      e.referer = req.find("referer");
+      e.user_agent = req.find("user-agent");
     }
     e.status = status_;
     e.body_bytes_sent = bytes_sent_;
@@ -1704,7 +1668,9 @@ class session final : public session_base,
   std::unique_ptr<parked_conn> rec_;  // cleartext: its parked record, for the next park
 
   std::string client_ip_;
-  std::optional<request_parser> req_;
+  request_head req_head_;              // the request being served: views into req_raw_
+  std::string req_raw_;                // its head's bytes
+  std::optional<request_parser> req_;  // chunked request bodies: Beast decodes the chunks
   std::optional<response_parser> res_;  // chunked responses: Beast decodes the chunks
   response_head head_in_;                // the upstream's response head
   split_target target_;

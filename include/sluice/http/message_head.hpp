@@ -14,6 +14,9 @@
 #include <string_view>
 #include <vector>
 
+#include "sluice/config/config.hpp"
+#include "sluice/http/forwarding.hpp"
+
 namespace sluice::http {
 
 /// How a response body is delimited (RFC 9112 §6.3).
@@ -31,6 +34,12 @@ struct head_field {
     content_length,  ///< re-framed by the proxy
     hop_by_hop,      ///< Connection, Keep-Alive, Proxy-Connection, TE, Trailer,
                      ///< Transfer-Encoding, Upgrade: never forwarded as they are
+    // Requests only:
+    host,               ///< Host
+    expect,             ///< Expect (100-continue is the proxy's to answer)
+    forwarded,          ///< Forwarded
+    x_forwarded_for,    ///< X-Forwarded-For (the proxy appends to it)
+    x_forwarded_other,  ///< X-Forwarded-Proto, X-Forwarded-Host (the proxy sets them)
   };
   std::string_view name;
   std::string_view value;      ///< without surrounding whitespace
@@ -65,6 +74,73 @@ struct response_head {
 
 enum class head_parse : std::uint8_t { need_more, done, malformed };
 
+/// A downstream request head (RFC 9112 §3), with what a proxy needs to route and forward it.
+struct request_head {
+  std::string_view method;
+  std::string_view target;
+  split_target target_parts;  ///< `target`, classified
+  unsigned version = 11;      ///< 10 or 11
+  std::size_t size = 0;       ///< bytes of the head: leading empty lines, final CRLF included
+  body_framing framing = body_framing::none;  ///< none, length or chunked
+  std::uint64_t length = 0;                   ///< framing::length: the body's size
+  bool has_content_length = false;
+  bool keep_alive = false;  ///< the client may send another request on the connection
+  bool upgrade = false;     ///< Connection: upgrade with an Upgrade field
+  bool connection_names_fields = false;  ///< see response_head
+  std::string_view host;                 ///< the Host field (empty when none)
+  std::string_view upgrade_value;        ///< the Upgrade field
+  std::string_view expect;               ///< the Expect field
+  std::vector<head_field> fields;
+
+  void reset() noexcept;
+  bool is_head() const noexcept { return method == "HEAD"; }
+  /// The value of the first field called `name` (case-insensitive), empty when none.
+  std::string_view find(std::string_view name) const noexcept;
+  /// Moves every view that points into [from, from + size) to the same offset from `to`: the
+  /// head's bytes were copied there.
+  void rebase(const char* from, const char* to) noexcept;
+};
+
+/// The verdict on a request head.
+struct request_verdict {
+  head_parse what = head_parse::need_more;
+  unsigned status = 0;     ///< malformed: the status to answer (400, 405, 413, 414, 431, 505)
+  const char* reason = "";  ///< malformed: short reason for the error log
+};
+
+/// Parses the request head at the start of `buffered` (call again with the same bytes plus new
+/// ones while it returns need_more). Up to four empty lines before the request line are
+/// skipped (RFC 9112 §2.2) and counted in `out.size`. The views in `out` point into
+/// `buffered`. Besides the field syntax rules of parse_response_head it refuses: a request
+/// line longer than `limits.max_request_line` (414, as soon as that is visible), a head over
+/// `max_header_bytes` or with more than `max_headers` fields (431), a declared body over
+/// `max_body` (413), a version other than HTTP/1.0 or 1.1 (400; 505 for HTTP/1.2–1.9),
+/// Transfer-Encoding in HTTP/1.0, no Host in HTTP/1.1, several Host fields or an invalid
+/// one, a target that is not origin-form, absolute-form or `*` with OPTIONS (400), CONNECT
+/// (405).
+request_verdict parse_request_head(std::string_view buffered,
+                                   const config::listener_limits& limits, request_head& out);
+
+/// Appends the field lines of `fields` for which `keep(field)` holds, copied from `raw` (the
+/// bytes they were parsed from), runs of kept lines in one piece.
+template <class Keep>
+void append_field_lines(std::string& out, std::string_view raw,
+                        const std::vector<head_field>& fields, Keep&& keep) {
+  std::uint32_t run = 0, run_end = 0;
+  for (const auto& f : fields) {
+    if (!keep(f)) continue;
+    if (run_end != f.line_begin) {
+      out.append(raw.data() + run, run_end - run);
+      run = f.line_begin;
+    }
+    run_end = f.line_end;
+  }
+  out.append(raw.data() + run, run_end - run);
+}
+
+/// True when a Connection field among `fields` lists `name`.
+bool named_by_connection(const std::vector<head_field>& fields, std::string_view name) noexcept;
+
 /// Parses the response head at the start of `buffered` (the bytes received so far; call again
 /// with the same bytes plus the new ones while it returns need_more). `limit`: largest head
 /// accepted, in bytes. `head_request`: the request was HEAD (no body follows whatever the
@@ -81,7 +157,9 @@ head_parse parse_response_head(std::string_view buffered, std::size_t limit, boo
 
 /// True when a Connection field of `h` lists `f`'s name (only possible when
 /// `h.connection_names_fields`).
-bool named_by_connection(const response_head& h, const head_field& f) noexcept;
+inline bool named_by_connection(const response_head& h, const head_field& f) noexcept {
+  return h.connection_names_fields && named_by_connection(h.fields, f.name);
+}
 
 /// Appends the status line to send downstream: `HTTP/1.1 <status> <reason>` (the standard
 /// reason when the upstream sent none). `raw`: the bytes `h` was parsed from.

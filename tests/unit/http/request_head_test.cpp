@@ -1,46 +1,52 @@
-#include "http/request_head.hpp"
+#include "sluice/http/message_head.hpp"
 
 #include <memory>
 #include <string>
 
+#include <boost/asio/buffer.hpp>
+#include <boost/beast/http/error.hpp>
 #include <catch2/catch.hpp>
+
+#include "http/request_head.hpp"
 
 using namespace sluice::http;
 
 namespace {
 
-// Keeps the parser (which owns the target the result points into) alive with the result.
+// The verdict with the head it describes (views into `bytes`, which the caller keeps).
 struct parsed {
-  request_parser p;
-  head_result r;
+  std::string bytes;
+  request_head h;
+  request_verdict v;
 };
 
-// Feeds `bytes` in one go (or byte by byte when `trickle`) and returns the final result.
+// Parses `bytes` in one go (or offered byte by byte when `trickle`): the final verdict.
 std::unique_ptr<parsed> parse_keep(const std::string& bytes,
                                    sluice::config::listener_limits limits = {},
                                    bool trickle = false) {
   auto out = std::make_unique<parsed>();
-  prepare(out->p, limits);
+  out->bytes = bytes;
+  std::string_view all = out->bytes;
   if (trickle) {
-    for (std::size_t n = 1; n <= bytes.size(); ++n) {
-      out->r = feed_head(out->p, std::string_view(bytes).substr(0, n), limits);
-      if (out->r.what != head_result::state::need_more) break;
+    for (std::size_t n = 1; n <= all.size(); ++n) {
+      out->v = parse_request_head(all.substr(0, n), limits, out->h);
+      if (out->v.what != head_parse::need_more) break;
     }
     return out;
   }
-  out->r = feed_head(out->p, bytes, limits);
+  out->v = parse_request_head(all, limits, out->h);
   return out;
 }
 
-head_result parse(const std::string& bytes, sluice::config::listener_limits limits = {},
-                  bool trickle = false) {
-  return parse_keep(bytes, limits, trickle)->r;  // views in the result dangle: status only
+request_verdict parse(const std::string& bytes, sluice::config::listener_limits limits = {},
+                      bool trickle = false) {
+  return parse_keep(bytes, limits, trickle)->v;
 }
 
 unsigned status(const std::string& bytes, sluice::config::listener_limits limits = {}) {
   auto r = parse(bytes, limits);
-  if (r.what == head_result::state::need_more) return 1;  // "incomplete"
-  return r.what == head_result::state::done ? 0 : r.status;
+  if (r.what == head_parse::need_more) return 1;  // "incomplete"
+  return r.what == head_parse::done ? 0 : r.status;
 }
 
 }  // namespace
@@ -48,12 +54,16 @@ unsigned status(const std::string& bytes, sluice::config::listener_limits limits
 TEST_CASE("request head: a plain GET", "[http][request]") {
   std::string req = "GET /x?y=1 HTTP/1.1\r\nHost: a.com\r\nUser-Agent: t\r\n\r\nNEXT";
   auto k = parse_keep(req);
-  auto& r = k->r;
-  REQUIRE(r.what == head_result::state::done);
-  CHECK(r.head_size == req.size() - 4);
-  CHECK(r.target.path == "/x");
+  REQUIRE(k->v.what == head_parse::done);
+  CHECK(k->h.size == req.size() - 4);
+  CHECK(k->h.target_parts.path == "/x");
+  CHECK(k->h.method == "GET");
+  CHECK(k->h.host == "a.com");
+  CHECK(k->h.find("user-agent") == "t");
+  CHECK(k->h.keep_alive);
+  CHECK(k->h.framing == body_framing::none);
   auto t = parse(req, {}, true);
-  CHECK(t.what == head_result::state::done);
+  CHECK(t.what == head_parse::done);
 }
 
 TEST_CASE("request head: incomplete is need_more", "[http][request]") {
@@ -64,9 +74,10 @@ TEST_CASE("request head: incomplete is need_more", "[http][request]") {
 
 TEST_CASE("request head: leading empty lines are tolerated", "[http][request]") {
   std::string req = "\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n";
-  auto r = parse(req);
-  REQUIRE(r.what == head_result::state::done);
-  CHECK(r.head_size == req.size());
+  auto k = parse_keep(req);
+  REQUIRE(k->v.what == head_parse::done);
+  CHECK(k->h.size == req.size());
+  CHECK(k->h.method == "GET");
 }
 
 TEST_CASE("request head: HTTP/1.0 without Host is fine, HTTP/1.1 is not", "[http][request]") {
@@ -145,11 +156,10 @@ TEST_CASE("request head: request line", "[http][request]") {
 TEST_CASE("request head: absolute-form target", "[http][request]") {
   std::string req = "GET http://b.com:81/p?q HTTP/1.1\r\nHost: a\r\n\r\n";
   auto k = parse_keep(req);
-  auto& r = k->r;
-  REQUIRE(r.what == head_result::state::done);
-  CHECK(r.target.form == target_form::absolute);
-  CHECK(r.target.authority == "b.com:81");
-  CHECK(r.target.origin == "/p?q");
+  REQUIRE(k->v.what == head_parse::done);
+  CHECK(k->h.target_parts.form == target_form::absolute);
+  CHECK(k->h.target_parts.authority == "b.com:81");
+  CHECK(k->h.target_parts.origin == "/p?q");
   CHECK(status("GET http://u@b.com/ HTTP/1.1\r\nHost: a\r\n\r\n") == 400);
 }
 
@@ -180,11 +190,13 @@ TEST_CASE("request head: chunked body decoding rejects bad chunk sizes", "[http]
   auto body_status = [](const std::string& body) {
     std::string head = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
     std::string all = head + body;
+    request_head h;
+    REQUIRE(parse_request_head(all, {}, h).what == head_parse::done);
+    REQUIRE(h.framing == body_framing::chunked);
     request_parser p;
     prepare(p, {});
-    auto r = feed_head(p, all, {});
-    REQUIRE(r.what == head_result::state::done);
-    std::string_view rest = std::string_view(all).substr(r.head_size);
+    REQUIRE(start_chunked_body(p, std::string_view(all).substr(0, h.size)));
+    std::string_view rest = std::string_view(all).substr(h.size);
     char buf[64];
     boost::system::error_code ec;
     while (!rest.empty() && !p.is_done()) {
@@ -207,22 +219,67 @@ TEST_CASE("request head: chunked body decoding rejects bad chunk sizes", "[http]
   CHECK(body_status("3 \r\nabc\r\n0\r\n\r\n") != "done");
 }
 
-TEST_CASE("request head: the request line arriving before the fields", "[http][request]") {
-  // The parser must not swallow a complete request line while the head is still incomplete:
-  // the session feeds the head again from its first byte when more arrives.
+TEST_CASE("request head: the head arriving in pieces", "[http][request]") {
   std::string head = "GET /a HTTP/1.1\r\nHost: x\r\nX-One: 1\r\n\r\n";
-  for (std::size_t split : {17u, 20u, 26u, 30u, 36u}) {
-    auto out = std::make_unique<parsed>();
-    prepare(out->p, {});
-    auto first = feed_head(out->p, std::string_view(head).substr(0, split), {});
-    CHECK(first.what == head_result::state::need_more);
-    auto r = feed_head(out->p, head, {});
-    REQUIRE(r.what == head_result::state::done);
-    CHECK(r.head_size == head.size());
-    CHECK(out->p.get()["X-One"] == "1");
+  for (std::size_t split : {0u, 1u, 17u, 20u, 26u, 30u, 36u, 37u}) {
+    request_head h;
+    CHECK(parse_request_head(std::string_view(head).substr(0, split), {}, h).what ==
+          head_parse::need_more);
+    REQUIRE(parse_request_head(head, {}, h).what == head_parse::done);
+    CHECK(h.size == head.size());
+    CHECK(h.find("X-ONE") == "1");
   }
-  CHECK(feedable_head("GET / HTTP/1.1\r\nHost: x\r\n", 100) == 15);
-  CHECK(feedable_head("GET / HTTP/1.1\r\nHost: x\r\n\r\n", 100) == 27);
-  CHECK(feedable_head("GET / HTTP/1.1\nHost: x\n", 100) == 23);       // bare LF: all of it
-  CHECK(feedable_head("GET / HTTP/1.1\r\nHost: x\r\n", 10) == 25);    // past the limit
+}
+
+TEST_CASE("request head: what the proxy needs to know", "[http][request]") {
+  auto k = parse_keep(
+      "POST /u HTTP/1.1\r\nHost: h\r\nContent-Length: 12\r\nExpect: 100-continue\r\n"
+      "Connection: Upgrade, X-Hop\r\nUpgrade: websocket\r\nX-Forwarded-For: 1.2.3.4\r\n"
+      "X-Forwarded-Proto: https\r\nForwarded: for=1.2.3.4\r\nX-Hop: 1\r\n\r\n");
+  REQUIRE(k->v.what == head_parse::done);
+  auto& h = k->h;
+  CHECK(h.framing == body_framing::length);
+  CHECK(h.length == 12);
+  CHECK(h.expect == "100-continue");
+  CHECK(h.upgrade);
+  CHECK(h.upgrade_value == "websocket");
+  CHECK(h.connection_names_fields);
+  CHECK(named_by_connection(h.fields, "x-hop"));
+  CHECK_FALSE(named_by_connection(h.fields, "host"));
+  using kind = head_field::kind;
+  std::vector<kind> kinds;
+  for (const auto& f : h.fields) kinds.push_back(f.what);
+  CHECK(kinds == std::vector<kind>{kind::host, kind::content_length, kind::expect,
+                                   kind::hop_by_hop, kind::hop_by_hop, kind::x_forwarded_for,
+                                   kind::x_forwarded_other, kind::forwarded, kind::end_to_end});
+  // Kept lines, copied as they came.
+  std::string out;
+  append_field_lines(out, k->bytes, h.fields,
+                     [](const head_field& f) { return f.what == kind::end_to_end ||
+                                                      f.what == kind::host; });
+  CHECK(out == "Host: h\r\nX-Hop: 1\r\n");
+
+  CHECK_FALSE(parse_keep("GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")->h.keep_alive);
+  CHECK_FALSE(parse_keep("GET / HTTP/1.0\r\n\r\n")->h.keep_alive);
+  CHECK(parse_keep("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")->h.keep_alive);
+  // Upgrade needs both fields.
+  CHECK_FALSE(parse_keep("GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n\r\n")->h.upgrade);
+  CHECK(parse_keep("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n")->h.framing ==
+        body_framing::none);
+  CHECK(status("GET / HTTP/1.2\r\nHost: h\r\n\r\n") == 505);
+}
+
+TEST_CASE("request head: a copy of the head keeps its views", "[http][request]") {
+  std::string a = "GET http://b.com/p?q HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n\r\n";
+  request_head h;
+  REQUIRE(parse_request_head(a, {}, h).what == head_parse::done);
+  std::string copy = a;
+  h.rebase(a.data(), copy.data());
+  a.assign(a.size(), '#');  // the original is gone
+  CHECK(h.method == "GET");
+  CHECK(h.target_parts.authority == "b.com");
+  CHECK(h.target_parts.origin == "/p?q");
+  CHECK(h.host == "x");
+  CHECK(h.find("x-a") == "1");
+  CHECK(h.fields[1].name == "X-A");
 }
