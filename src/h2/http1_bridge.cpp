@@ -16,8 +16,9 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/http/error.hpp>
 
-#include "http/request_head.hpp"
+#include "http/body_decoder.hpp"
 #include "sluice/http/forwarding.hpp"
+#include "sluice/http/message_head.hpp"
 #include "sluice/log/log.hpp"
 #include "sluice/pool/lease.hpp"
 
@@ -35,7 +36,6 @@ namespace {
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 constexpr std::size_t read_chunk = 16 * 1024;
 constexpr std::size_t relay_size = 16 * 1024;
-constexpr std::size_t response_header_limit = 64 * 1024;
 // Response bytes queued toward the client beyond which the upstream is not read: with the
 // client's flow-control window closed, this bounds what one stream holds.
 constexpr std::size_t response_queue_limit = 64 * 1024;
@@ -55,12 +55,6 @@ tcp::endpoint endpoint_of(const core::address& a) {
 
 char lower(char c) noexcept { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c; }
 
-void prepare(http::response_parser& p, bool head_request) {
-  p.header_limit(response_header_limit);
-  p.body_limit(boost::none);
-  p.eager(false);
-  if (head_request) p.skip(true);
-}
 
 }  // namespace
 
@@ -453,39 +447,27 @@ asio::awaitable<http1_exchange::result> http1_exchange::read_response(
     return result::failed;
   };
 
-  std::optional<http::response_parser> rp;
-  rp.emplace();
-  prepare(*rp, head_request_);
+  http::response_head head;
   bool got_any = false;
-  std::size_t head_size = 0;
   // 1. The response head, skipping interim 1xx responses.
   for (;;) {
     if (conn.buffer.size() > 0) {
       got_any = true;
-      error_code ec;
       auto buffered = std::string_view(static_cast<const char*>(conn.buffer.data().data()),
                                        conn.buffer.size());
-      auto n = rp->put(
-          asio::buffer(buffered.data(), http::feedable_head(buffered, response_header_limit)),
-          ec);
-      if (!ec && rp->is_header_done()) {
-        if (!http::check_response_head(rp->get().base(), buffered.substr(0, n))) {
-          ec = bhttp::error::bad_transfer_encoding;
-        } else {
-          unsigned s = rp->get().result_int();
-          if (s >= 100 && s < 200 && s != 101) {
-            conn.buffer.consume(n);
-            rp.emplace();
-            prepare(*rp, head_request_);
-            continue;
-          }
-          head_size = n;
-          break;
+      const char* error = "";
+      auto r = http::parse_response_head(buffered, http::response_header_limit, head_request_, head,
+                                         &error);
+      if (r == http::head_parse::done) {
+        if (head.status >= 100 && head.status < 200 && head.status != 101) {
+          conn.buffer.consume(head.size);
+          continue;
         }
+        break;
       }
-      if (ec && ec != bhttp::error::need_more) {
+      if (r == http::head_parse::malformed) {
         lease.report(pool::outcome::reset);
-        log_warn("upstream " + b->name() + " sent a malformed response: " + ec.message());
+        log_warn("upstream " + b->name() + " sent a malformed response: " + error);
         co_return failed(502);
       }
     }
@@ -511,22 +493,34 @@ asio::awaitable<http1_exchange::result> http1_exchange::read_response(
     conn.buffer.commit(n);
   }
 
-  unsigned status = rp->get().result_int();
+  unsigned status = head.status;
   if (status == 101) {
     lease.report(pool::outcome::reset);
     log_warn("upstream " + b->name() + " switched protocols unasked");
     co_return failed(502);
   }
+  bool end = head.framing == http::body_framing::none;
+  // A body is decoded by Beast's parser (chunks, a length, or until the close): it takes the
+  // head first.
+  std::optional<http::response_parser> rp;
+  std::size_t head_fields = 0;
+  if (!end) {
+    rp.emplace();
+    http::prepare(*rp, head_request_);
+    if (!http::start_body(*rp, {static_cast<const char*>(conn.buffer.data().data()), head.size})) {
+      lease.report(pool::outcome::reset);
+      log_warn("upstream " + b->name() + " sent a malformed response head");
+      co_return failed(502);
+    }
+    for ([[maybe_unused]] const auto& f : rp->get()) ++head_fields;
+  }
   lease.report(status >= 500 ? pool::outcome::http_5xx : pool::outcome::success);
   header_list fields;
-  std::size_t head_fields = 0;
-  for (const auto& f : rp->get()) {
-    fields.push_back({std::string(f.name_string()), std::string(f.value())});
-    ++head_fields;
-  }
+  fields.reserve(head.fields.size());
+  for (const auto& f : head.fields) fields.push_back({std::string(f.name), std::string(f.value)});
   auto headers = to_h2_response(status, fields);
-  conn.buffer.consume(head_size);
-  bool end = rp->is_done();
+  bool upstream_keep_alive = head.keep_alive;
+  conn.buffer.consume(head.size);
   response_started_ = true;
   if (port_) port_->on_response(headers, end);
 
@@ -616,7 +610,8 @@ asio::awaitable<http1_exchange::result> http1_exchange::read_response(
     if (!raw.empty()) trailers = to_h2_trailers(raw);
   }
   response_done_ = true;
-  bool reusable = rp->keep_alive() && conn.buffer.size() == 0 && !timed_out_;
+  bool reusable = (rp ? rp->keep_alive() : upstream_keep_alive) && conn.buffer.size() == 0 &&
+                  !timed_out_;
   end_writer(!reusable);
   if (port_) {
     port_->on_response_end(trailers.empty() ? nullptr : &trailers);

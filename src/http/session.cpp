@@ -12,6 +12,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <tuple>
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -30,7 +31,7 @@
 #include <boost/beast/http/status.hpp>
 
 #include "field_allocator.hpp"
-#include "request_head.hpp"
+#include "body_decoder.hpp"
 #include "h2/proxy.hpp"
 #include "net/tls_server.hpp"
 #include "sluice/h2/preface.hpp"
@@ -61,7 +62,7 @@ constexpr std::size_t read_chunk = 16 * 1024;      // downstream/upstream head r
 // head that does not fit is read on in read_chunk steps.
 constexpr std::size_t idle_read = 1024;
 constexpr std::size_t relay_size = 32 * 1024;      // body relay buffer
-constexpr std::size_t response_header_limit = 64 * 1024;
+constexpr std::size_t small_body = 4 * 1024;       // copied behind the head for one send(2)
 constexpr unsigned max_tries_cap = 16;
 // Cleartext servers kept waiting per worker for the next woken connection (more are made
 // when more connections are busy at once; past this many idle, a server ends).
@@ -585,7 +586,7 @@ class session final : public session_base,
             // Beast's parser decodes chunked bodies: it takes the head first.
             req_.emplace();
             prepare(*req_, *limits_);
-            if (!start_chunked_body(*req_, req_raw_)) {
+            if (!start_body(*req_, req_raw_)) {
               req_.reset();
               mark_start();
               co_await send_simple(400, false);
@@ -925,11 +926,17 @@ class session final : public session_base,
     // 1. Head, plus the body when it is already in memory, in one write.
     set_deadline(ccfg.timeouts.write);
     {
-      std::array<asio::const_buffer, 2> bufs{
-          asio::buffer(up_head_),
-          asio::buffer(down_buf_.data().data(),
-                       body_in_memory_ && body_ == body_kind::length ? body_length_ : 0)};
-      auto [ec, n] = co_await asio::async_write(conn.socket, bufs, use_tuple);
+      std::size_t body_now = body_in_memory_ && body_ == body_kind::length ? body_length_ : 0;
+      // One buffer is one send(2); a gathered write is a sendmsg(2), which costs the kernel
+      // more (the iovec and message header are copied in and checked).
+      auto [ec, n] = body_now == 0
+                         ? co_await asio::async_write(conn.socket, asio::buffer(up_head_), use_tuple)
+                         : co_await asio::async_write(
+                               conn.socket,
+                               std::array<asio::const_buffer, 2>{
+                                   asio::buffer(up_head_),
+                                   asio::buffer(down_buf_.data().data(), body_now)},
+                               use_tuple);
       if (ec) {
         stale = reused && !timed_out(ec);
         co_return upstream_failed(stale ? nullptr : &lease, b, ec, "writing the request",
@@ -1057,13 +1064,11 @@ class session final : public session_base,
     if (head_in_.framing == body_framing::chunked) {
       // The chunk decoder is Beast's: its parser takes the head once more, then the body.
       res_.emplace();
-      prepare_response_parser();
-      error_code ec;
-      res_->put(conn.buffer.data(), ec);
-      if (!ec && (!res_->is_header_done() || !res_->chunked())) ec = bhttp::error::bad_transfer_encoding;
-      if (ec) {
+      prepare(*res_, head_request);
+      if (!start_body(*res_, {static_cast<const char*>(conn.buffer.data().data()), head_size}) ||
+          !res_->chunked()) {
         lease.report(pool::outcome::reset);
-        log_upstream(*b, " sent a malformed response: ", &ec);
+        log_upstream(*b, " sent a malformed response: ", "refused by the chunk decoder");
         fail_status = 502;
         co_return attempt::failed;
       }
@@ -1083,13 +1088,6 @@ class session final : public session_base,
     // A request body we did not read (answered early by the upstream) would be taken for the
     // next request: not possible here, bodies are fully relayed before the response is read.
     co_return co_await relay_response(conn, ccfg, head_size);
-  }
-
-  void prepare_response_parser() {
-    res_->header_limit(response_header_limit);
-    res_->body_limit(boost::none);
-    res_->eager(false);
-    if (req_head_.is_head()) res_->skip(true);
   }
 
   // `lease` null: a pooled connection the upstream had closed (not the backend's fault; logged
@@ -1274,12 +1272,22 @@ class session final : public session_base,
       }
       case framing::length: {
         if (length <= conn.buffer.size()) {
-          // The whole body came with the head (the common small response): one gathered
-          // write, without the frame of relay_length_response.
-          std::array<asio::const_buffer, 2> bufs{
-              asio::buffer(h), asio::buffer(conn.buffer.data().data(), length)};
+          // The whole body came with the head (the common small response): one write, without
+          // the frame of relay_length_response. A small body joins the head, so that the write
+          // is one send(2) rather than a gathered sendmsg(2).
           set_deadline(timeouts_->send);
-          auto [ec, n] = co_await asio::async_write(down_, bufs, use_tuple);
+          auto body = static_cast<const char*>(conn.buffer.data().data());
+          error_code ec;
+          if (length <= small_body) {
+            h.append(body, length);
+            std::tie(ec, std::ignore) =
+                co_await asio::async_write(down_, asio::buffer(h), use_tuple);
+          } else {
+            std::tie(ec, std::ignore) = co_await asio::async_write(
+                down_,
+                std::array<asio::const_buffer, 2>{asio::buffer(h), asio::buffer(body, length)},
+                use_tuple);
+          }
           if (ec) co_return attempt::close;
           conn.buffer.consume(length);
           bytes_sent_ += length;

@@ -23,6 +23,8 @@ RAW = {
                       False),
     "/head": (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", False),
     "/no-reason": (b"HTTP/1.1 503\r\nContent-Length: 4\r\n\r\nbusy", False),
+    "/no-reason-chunked": (b"HTTP/1.1 200\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+                           False),
     "/http10-keep-alive": (b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n"
                            b"\r\nka", False),
     # Malformed: each must give the client a 502.
@@ -120,6 +122,8 @@ class UpstreamResponsesTest(h.SluiceTestCase):
         self.assertEqual(r.status, 503)
         self.assertEqual(r.reason, "Service Unavailable")
         self.assertEqual(r.body, b"busy")
+        r = self.get("/no-reason-chunked")
+        self.assertEqual((r.status, r.reason, r.body), (200, "OK", b"ok"))
 
     def test_http10_keep_alive_upstream(self):
         for _ in range(3):

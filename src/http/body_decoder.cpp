@@ -1,0 +1,56 @@
+#include "body_decoder.hpp"
+
+#include <string>
+
+#include <boost/asio/buffer.hpp>
+
+namespace sluice::http {
+
+namespace {
+
+template <class Parser>
+bool feed(Parser& p, std::string_view head) {
+  boost::system::error_code ec;
+  auto n = p.put(boost::asio::const_buffer(head.data(), head.size()), ec);
+  return !ec && n == head.size() && p.is_header_done();
+}
+
+}  // namespace
+
+void prepare(request_parser& p, const config::listener_limits& limits) {
+  p.header_limit(limits.max_header_bytes);
+  if (limits.max_body > 0)
+    p.body_limit(limits.max_body);
+  else
+    p.body_limit(boost::none);
+  p.eager(false);
+}
+
+void prepare(response_parser& p, bool head_request) {
+  p.header_limit(response_header_limit);
+  p.body_limit(boost::none);
+  p.eager(false);
+  if (head_request) p.skip(true);
+}
+
+bool start_body(request_parser& p, std::string_view head) {
+  // Beast's parser does not take the empty lines a client may send before a request.
+  while (head.starts_with("\r\n")) head.remove_prefix(2);
+  return feed(p, head);
+}
+
+bool start_body(response_parser& p, std::string_view head) {
+  // Beast's parser wants the SP before an empty reason phrase, which some servers leave out
+  // ("HTTP/1.1 200\r\n"); parse_response_head accepts that, as nginx does. Give it the SP.
+  if (head.size() >= 14 && head[12] == '\r') {
+    std::string fixed;
+    fixed.reserve(head.size() + 1);
+    fixed.append(head.substr(0, 12));
+    fixed += ' ';
+    fixed.append(head.substr(12));
+    return feed(p, fixed);
+  }
+  return feed(p, head);
+}
+
+}  // namespace sluice::http
