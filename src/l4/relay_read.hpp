@@ -70,12 +70,14 @@ class relay_read_op : public boost::asio::detail::reactor_op {
  public:
   BOOST_ASIO_DEFINE_HANDLER_PTR(relay_read_op);
 
-  relay_read_op(int fd, void* data, std::size_t size, Handler& handler, const IoExecutor& io_ex)
+  relay_read_op(int fd, void* data, std::size_t size, bool* pending, Handler& handler,
+                const IoExecutor& io_ex)
       : reactor_op(boost::system::error_code(), &relay_read_op::do_perform,
                    &relay_read_op::do_complete),
         fd_(fd),
         data_(data),
         size_(size),
+        pending_(pending),
         handler_(static_cast<Handler&&>(handler)),
         work_(handler_, io_ex) {}
 
@@ -96,6 +98,7 @@ class relay_read_op : public boost::asio::detail::reactor_op {
           if (c->cmsg_level == SOL_TCP && c->cmsg_type == TCP_CM_INQ) {
             int inq = 1;
             std::memcpy(&inq, CMSG_DATA(c), sizeof inq);
+            if (o->pending_) *o->pending_ = inq > 0;
             return inq == 0 ? done_and_exhausted : done;
           }
         }
@@ -133,6 +136,7 @@ class relay_read_op : public boost::asio::detail::reactor_op {
   int fd_;
   void* data_;
   std::size_t size_;
+  bool* pending_;  // set from TCP_INQ after a read; may be null
   Handler handler_;
   boost::asio::detail::handler_work<Handler, IoExecutor> work_;
 };
@@ -140,7 +144,9 @@ class relay_read_op : public boost::asio::detail::reactor_op {
 struct initiate_relay_read {
   template <typename Handler>
   void operator()(Handler&& handler, boost::asio::ip::tcp::socket* socket,
-                  boost::asio::detail::reactor* reactor, boost::asio::mutable_buffer buf) const {
+                  boost::asio::detail::reactor* reactor, boost::asio::mutable_buffer buf,
+                  bool* pending) const {
+    if (pending) *pending = false;
     namespace ops = boost::asio::detail::socket_ops;
     using handler_type = std::decay_t<Handler>;
     using executor_type = boost::asio::ip::tcp::socket::executor_type;
@@ -156,7 +162,7 @@ struct initiate_relay_read {
     handler_type h(std::forward<Handler>(handler));
     const bool is_continuation = boost_asio_handler_cont_helpers::is_continuation(h);
     typename op::ptr p = {boost::asio::detail::addressof(h), op::ptr::allocate(h), nullptr};
-    p.p = new (p.v) op(impl.socket_, buf.data(), buf.size(), h, socket->get_executor());
+    p.p = new (p.v) op(impl.socket_, buf.data(), buf.size(), pending, h, socket->get_executor());
     reactor->start_op(boost::asio::detail::reactor::read_op, impl.socket_, impl.reactor_data_,
                       p.p, is_continuation, true);
     p.v = p.p = nullptr;
@@ -177,12 +183,15 @@ inline relay_reactor& reactor_of(boost::asio::io_context& io) {
 /// the next read waits for epoll instead of trying recv(2) first. `reactor` is
 /// reactor_of(the socket's io_context). Per-operation cancellation is not supported: cancel
 /// with socket.cancel() or close().
+/// `pending` (optional), when the read completes with bytes: whether TCP_INQ reported more
+/// queued behind them (bytes, or the peer's FIN), so that the next read will not wait.
 template <typename CompletionToken>
 auto async_read_relay(boost::asio::ip::tcp::socket& socket, relay_reactor& reactor,
-                      boost::asio::mutable_buffer buf, CompletionToken&& token) {
+                      boost::asio::mutable_buffer buf, CompletionToken&& token,
+                      bool* pending = nullptr) {
   return boost::asio::async_initiate<CompletionToken,
                                      void(boost::system::error_code, std::size_t)>(
-      detail::initiate_relay_read{}, token, &socket, &reactor, buf);
+      detail::initiate_relay_read{}, token, &socket, &reactor, buf, pending);
 }
 
 #else  // not epoll, or no TCP_INQ: Asio's read
@@ -194,7 +203,9 @@ inline relay_reactor& reactor_of(boost::asio::io_context&) {
 }
 template <typename CompletionToken>
 auto async_read_relay(boost::asio::ip::tcp::socket& socket, relay_reactor&,
-                      boost::asio::mutable_buffer buf, CompletionToken&& token) {
+                      boost::asio::mutable_buffer buf, CompletionToken&& token,
+                      bool* pending = nullptr) {
+  if (pending) *pending = false;
   return socket.async_read_some(buf, std::forward<CompletionToken>(token));
 }
 

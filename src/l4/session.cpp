@@ -200,6 +200,7 @@ class session : public std::enable_shared_from_this<session> {
     std::unique_ptr<std::uint8_t[]> buf;
     std::uint64_t moved = 0;
     bool may_splice = false;
+    bool more = false;  // the last read left more queued behind it (TCP_INQ): data or a FIN
   };
 
   asio::awaitable<void> serve(std::shared_ptr<session> self) {
@@ -541,6 +542,12 @@ class session : public std::enable_shared_from_this<session> {
     }
     error_code ignored;
     up_.set_option(tcp::no_delay(true), ignored);
+#ifdef TCP_INQ
+    // What is left to read after each relay read (accepted sockets inherit it from the
+    // listener): lets the relay skip doomed reads and send a last answer with its FIN.
+    const int one = 1;
+    ::setsockopt(sfd, IPPROTO_TCP, TCP_INQ, &one, sizeof one);
+#endif
     // The upstream has had no chance to send anything yet: the relay's first read from it
     // waits for epoll rather than trying recv(2) (one EAGAIN less per connection).
     expect_nothing_to_read(up_);
@@ -606,11 +613,13 @@ class session : public std::enable_shared_from_this<session> {
 
   void read_next(std::shared_ptr<session> self, int which) {
     direction& d = dirs_[which];
-    async_read_relay(*d.src, worker_->reactor_, asio::buffer(d.buf.get(), opts_.buffer_size),
-                     [self = std::move(self), which](error_code ec, std::size_t n) mutable {
-                       session& s = *self;
-                       s.on_read(std::move(self), which, ec, n);
-                     });
+    async_read_relay(
+        *d.src, worker_->reactor_, asio::buffer(d.buf.get(), opts_.buffer_size),
+        [self = std::move(self), which](error_code ec, std::size_t n) mutable {
+          session& s = *self;
+          s.on_read(std::move(self), which, ec, n);
+        },
+        &d.more);
   }
 
   void on_read(std::shared_ptr<session> self, int which, error_code ec, std::size_t n) {
@@ -625,10 +634,28 @@ class session : public std::enable_shared_from_this<session> {
       return end_direction(which);
     }
     last_activity_ = core::coarse_now();
-    asio::async_write(*d.dst, asio::buffer(d.buf.get(), n),
-                      [self = std::move(self), which](error_code wec, std::size_t m) mutable {
+    std::size_t sent = 0;
+    if (d.more && n < opts_.buffer_size) {
+      // A short read with more queued behind it: most often the source's FIN right after its
+      // last bytes (a request/response protocol's answer). The bytes go to the kernel with
+      // MSG_MORE and the next read follows at once (it cannot wait: something is queued). A
+      // FIN then leaves with the bytes in one segment (the shutdown or close flushes them),
+      // which spares the peer a segment and an ACK; more data is written without the flag,
+      // which sends everything.
+      const ssize_t w = ::send(d.dst->native_handle(), d.buf.get(), n,
+                               MSG_MORE | MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (w == static_cast<ssize_t>(n)) return on_written(std::move(self), which, {}, n);
+      if (w > 0) {
+        sent = static_cast<std::size_t>(w);
+      } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+        write_failed(d);
+        return end_direction(which);
+      }
+    }
+    asio::async_write(*d.dst, asio::buffer(d.buf.get() + sent, n - sent),
+                      [self = std::move(self), which, sent](error_code wec, std::size_t m) mutable {
                         session& s = *self;
-                        s.on_written(std::move(self), which, wec, m);
+                        s.on_written(std::move(self), which, wec, m + sent);
                       });
   }
 

@@ -1,5 +1,7 @@
 #include "l4/relay_read.hpp"
 
+#include <poll.h>
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -105,6 +107,41 @@ TEST_CASE("relay read: end-of-file consumed with the data is still reported", "[
     auto r2 = read_once(io, s);
     CHECK(r2.ec == asio::error::eof);
     ::close(peer);
+  }
+}
+
+TEST_CASE("relay read: reports whether more is queued behind the bytes it returns",
+          "[l4][relay]") {
+  for (bool inq : {true, false}) {
+    for (bool fin : {true, false}) {
+      INFO("TCP_INQ " << inq << ", FIN " << fin);
+      asio::io_context io;
+      listener l;
+      const int peer = connect_to(l);
+      auto s = accept_adopted(io, l, inq);
+      send_all(peer, "ab");
+      if (fin) ::shutdown(peer, SHUT_WR);
+      // Wait until the data (and the FIN, when sent) are queued on the proxy's side.
+      for (int i = 0; i < 1000; ++i) {
+        pollfd p{s.native_handle(), POLLIN | POLLRDHUP, 0};
+        ::poll(&p, 1, 1);
+        if ((p.revents & POLLIN) && (!fin || (p.revents & POLLRDHUP))) break;
+      }
+      char buf[64];
+      bool pending = true;
+      std::optional<result> r;
+      async_read_relay(
+          s, reactor_of(io), asio::buffer(buf),
+          [&](error_code ec, std::size_t n) { r = result{ec, std::string(buf, n)}; }, &pending);
+      io.restart();
+      for (int i = 0; i < 500 && !r; ++i) io.run_one_for(std::chrono::milliseconds(20));
+      REQUIRE(r);
+      CHECK(r->data == "ab");
+      // Only TCP_INQ can tell; without it the flag stays false.
+      CHECK(pending == (inq && fin));
+      if (fin) CHECK(read_once(io, s).ec == asio::error::eof);
+      ::close(peer);
+    }
   }
 }
 
