@@ -285,8 +285,7 @@ class session final : public session_base,
 
   // TLS: a fresh connection, starting with the handshake.
   void start() {
-    set_nodelay(raw(down_));
-    error_code ec;
+    error_code ec;  // (TCP_NODELAY comes from the listening socket)
     if (!raw(down_).non_blocking()) raw(down_).non_blocking(true, ec);
     client_ip_ = packed_address::peer_of(raw(down_)).to_string();
     asio::co_spawn(down_.get_executor(), run(this->shared_from_this(), true), asio::detached);
@@ -1789,8 +1788,7 @@ void start_session(tcp::socket socket, std::shared_ptr<const listener_state> lis
     return;
   }
   // Cleartext: parked until its first bytes arrive (a client that connects and sends nothing
-  // costs no session), under the header timeout.
-  set_nodelay(socket);
+  // costs no session), under the header timeout. TCP_NODELAY comes from the listening socket.
   error_code ec;
   // For the follow-up read after a full parked read; async operations ignore it. The runtime's
   // acceptor hands sockets over non-blocking already (accept4): no ioctl then.

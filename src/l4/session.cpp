@@ -206,8 +206,7 @@ class session : public std::enable_shared_from_this<session> {
   asio::awaitable<void> serve(std::shared_ptr<session> self) {
     if (!try_reserve_listener_slot() && !co_await wait_listener_slot()) co_return;
 
-    error_code ec;
-    down_.set_option(tcp::no_delay(true), ec);
+    error_code ec;  // (TCP_NODELAY comes from the listening socket)
     // The peer address is read only when something needs it (PROXY protocol, ring_hash).
     if (opts_.proxy.accept || opts_.proxy.send != config::proxy_protocol::version::none) {
       if (!load_peer()) co_return;  // already gone

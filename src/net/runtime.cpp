@@ -430,13 +430,17 @@ runtime::~runtime() {
 }
 
 namespace {
-// TCP_INQ (Linux 4.18+) on a listening socket, inherited by the sockets it accepts: a
-// recvmsg(2) given room for control messages learns how many bytes (and whether a FIN) remain
-// queued, which lets the L4 relay skip a read bound to return EAGAIN (src/l4/relay_read.hpp).
-// Reads without a control buffer (everything else) are unaffected. Best effort: errors ignored.
-void ask_for_inq(tcp::acceptor& acc) {
-#ifdef TCP_INQ
+// Options set on a listening socket, which Linux copies to every socket it accepts (one
+// setsockopt(2) per listener instead of one per connection). Best effort: errors ignored.
+// - TCP_NODELAY: HTTP and L4 connections alike send what they have at once.
+// - TCP_INQ (Linux 4.18+): a recvmsg(2) given room for control messages learns how many bytes
+//   (and whether a FIN) remain queued, which lets the L4 relay skip a read bound to return
+//   EAGAIN and send a last answer with its FIN (src/l4/relay_read.hpp). Reads without a
+//   control buffer (everything else) are unaffected.
+void set_inherited_options(tcp::acceptor& acc) {
   int one = 1;
+  ::setsockopt(acc.native_handle(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+#ifdef TCP_INQ
   ::setsockopt(acc.native_handle(), IPPROTO_TCP, TCP_INQ, &one, sizeof one);
 #endif
 }
@@ -469,7 +473,7 @@ std::uint16_t runtime::listen(const listen_spec& spec) {
                                   spec.address.text);
     }
     port = acc.local_endpoint().port();
-    ask_for_inq(acc);
+    set_inherited_options(acc);
     made.emplace_back(w, std::move(acc));
   }
   for (unsigned w = static_cast<unsigned>(made.size()); w < workers(); ++w) {
@@ -482,7 +486,7 @@ std::uint16_t runtime::listen(const listen_spec& spec) {
     if (!ec && ep.protocol() == tcp::v6()) acc.set_option(asio::ip::v6_only(true), ec);
     if (!ec) acc.bind(ep, ec);
     if (!ec) acc.listen(asio::socket_base::max_listen_connections, ec);
-    if (!ec) ask_for_inq(acc);
+    if (!ec) set_inherited_options(acc);
     if (ec) {
       throw std::system_error(ec.value(), std::generic_category(),
                               "listener " + spec.name + ": cannot listen on " + spec.address.text);
