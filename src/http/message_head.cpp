@@ -417,8 +417,8 @@ request_verdict parse_request_head(std::string_view buf, const config::listener_
   std::size_t rest = avail - (skip < avail ? skip : avail);
   const char* lf = static_cast<const char*>(std::memchr(start, '\n', rest));
   if (!lf) {
-    if (rest > line_scan || (buf.size() >= head_limit && rest == avail - skip))
-      return reject(414, "request line too long");
+    // No line break yet: refused as soon as the line is visibly too long, or the head full.
+    if (rest > line_scan || buf.size() >= head_limit) return reject(414, "request line too long");
     return out;
   }
   std::size_t line_len = static_cast<std::size_t>(lf - start) + 1;
