@@ -252,7 +252,8 @@ class instance {
       if (!cfg_ && inherit_) spec.inherited_fds = inherit_(p.cfg->name, spec.address);
       // A worker's load: every connection it serves, whatever the listener or protocol.
       spec.load = [this](unsigned w) {
-        return http::active_sessions(*http_workers_[w]) + l4::active_sessions(*l4_workers_[w]);
+        return http::active_sessions(*http_workers_[w]) + l4::active_sessions(*l4_workers_[w]) +
+               h2::active_sessions(w);
       };
       if (p.tcp) {
         spec.on_accept = [cell = p.entry.tcp, this](unsigned w, asio::ip::tcp::socket s) {

@@ -55,6 +55,13 @@ constexpr std::size_t write_batch = 64 * 1024;
 constexpr std::size_t replay_limit = 64 * 1024;
 
 std::atomic<std::size_t> g_active{0};
+// The same per worker, for the accept hand-off's load (workers past the last slot share it).
+constexpr std::size_t counted_workers = 256;
+std::atomic<std::size_t> g_active_per_worker[counted_workers];
+
+std::atomic<std::size_t>& active_of(unsigned worker) noexcept {
+  return g_active_per_worker[worker < counted_workers ? worker : counted_workers - 1];
+}
 
 constexpr int grpc_deadline_exceeded = static_cast<int>(grpc::status::deadline_exceeded);
 constexpr int grpc_unimplemented = static_cast<int>(grpc::status::unimplemented);
@@ -484,6 +491,7 @@ class downstream final : public connection<net::downstream_stream>,
         worker_(std::move(w)), tick_(stream_.get_executor()), conn_slot_(listener_->index) {
     worker_->sessions.insert(this);
     g_active.fetch_add(1, std::memory_order_relaxed);
+    active_of(worker_->index).fetch_add(1, std::memory_order_relaxed);
     idle_timeout_ = listener_->cfg->timeouts.idle;
     if (auto age = listener_->cfg->http2.max_connection_age; age > 0ms)
       retire_at_ = steady::now() + age;
@@ -501,6 +509,7 @@ class downstream final : public connection<net::downstream_stream>,
     calls_.clear();  // resets their upstream streams
     worker_->sessions.erase(this);
     g_active.fetch_sub(1, std::memory_order_relaxed);
+    active_of(worker_->index).fetch_sub(1, std::memory_order_relaxed);
     // Counted open by the HTTP/1.1 session that handed the connection over.
     if (worker_->metrics) worker_->metrics->on_connection_close(conn_slot_);
   }
@@ -1322,5 +1331,9 @@ void drain() {
 }
 
 std::size_t active_sessions() noexcept { return g_active.load(std::memory_order_relaxed); }
+
+std::size_t active_sessions(unsigned worker) noexcept {
+  return active_of(worker).load(std::memory_order_relaxed);
+}
 
 }  // namespace sluice::h2

@@ -51,5 +51,8 @@ void drain();
 
 /// Downstream HTTP/2 connections open, all workers (safe from any thread).
 std::size_t active_sessions() noexcept;
+/// Those served by worker `worker` (safe from any thread): part of its load for the accept
+/// hand-off.
+std::size_t active_sessions(unsigned worker) noexcept;
 
 }  // namespace sluice::h2
