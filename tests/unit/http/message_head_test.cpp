@@ -1,5 +1,7 @@
 #include "sluice/http/message_head.hpp"
 
+#include <cstring>
+#include <memory>
 #include <string>
 
 #include <catch2/catch.hpp>
@@ -240,4 +242,88 @@ TEST_CASE("response head: every head accepted here is accepted by the body decod
     CHECK(start_body(p, std::string_view(raw).substr(0, h.size)));
     CHECK(p.chunked() == (h.framing == body_framing::chunked));
   }
+}
+
+TEST_CASE("message heads: mutated heads are refused or parsed, never read out of bounds") {
+  // A deterministic stream of damaged heads (bytes flipped, cut, duplicated, CR/LF/NUL/SP
+  // inserted): every verdict must keep its views inside the buffer, and re-parsing any prefix
+  // must not claim a complete head longer than that prefix. Run under ASan in CI.
+  const std::string seeds[] = {
+      "GET /a?b=c HTTP/1.1\r\nHost: h:80\r\nConnection: keep-alive, X-A\r\nX-A: 1\r\n"
+      "Content-Length: 3\r\nExpect: 100-continue\r\nForwarded: for=1.2.3.4\r\n\r\nabc",
+      "POST http://h/p HTTP/1.0\r\nTransfer-Encoding: chunked\r\nUpgrade: ws\r\n\r\n",
+      "HTTP/1.1 200 OK\r\nSet-Cookie: a=1\r\nContent-Length: 5, 5\r\nConnection: close\r\n\r\n",
+      "HTTP/1.0 101 Switching\r\nUpgrade: x\r\nConnection: upgrade\r\nTE: trailers\r\n\r\n",
+  };
+  std::uint64_t rng = 0x9e3779b97f4a7c15ULL;
+  auto next = [&rng] {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return rng;
+  };
+  const char specials[] = {'\r', '\n', '\0', ' ', '\t', ':', ',', '\x7f', '\xff', 'a'};
+  sluice::config::listener_limits limits;
+  limits.max_header_bytes = 512;
+  limits.max_request_line = 128;
+  limits.max_headers = 8;
+  std::size_t done = 0, refused = 0;
+  for (int i = 0; i < 20000; ++i) {
+    std::string s = seeds[next() % std::size(seeds)];
+    const int edits = 1 + static_cast<int>(next() % 4);
+    for (int e = 0; e < edits && !s.empty(); ++e) {
+      const std::size_t at = next() % s.size();
+      switch (next() % 4) {
+        case 0: s[at] = specials[next() % std::size(specials)]; break;
+        case 1: s.insert(at, 1, specials[next() % std::size(specials)]); break;
+        case 2: s.erase(at, 1 + next() % 8); break;
+        default: s.insert(at, s.substr(at, next() % 40)); break;
+      }
+    }
+    // A heap copy of exactly the bytes: ASan sees any read past them.
+    auto buf = std::make_unique<char[]>(s.size() + 1);
+    std::memcpy(buf.get(), s.data(), s.size());
+    std::string_view bytes(buf.get(), s.size());
+    auto inside = [&](std::string_view v) {
+      return v.empty() || (v.data() >= bytes.data() && v.data() + v.size() <= bytes.data() + bytes.size());
+    };
+    request_head rq;
+    auto v = parse_request_head(bytes, limits, rq);
+    if (v.what == head_parse::done) {
+      ++done;
+      REQUIRE(rq.size <= bytes.size());
+      CHECK(inside(rq.method));
+      CHECK(inside(rq.target));
+      for (const auto& f : rq.fields) {
+        CHECK(inside(f.name));
+        CHECK(inside(f.value));
+        CHECK(f.line_end <= rq.size);
+      }
+    } else if (v.what == head_parse::malformed) {
+      ++refused;
+      CHECK(v.status >= 400);
+    }
+    response_head rs;
+    auto r = parse_response_head(bytes, 512, (next() & 1) != 0, rs);
+    if (r == head_parse::done) {
+      ++done;
+      REQUIRE(rs.size <= bytes.size());
+      for (const auto& f : rs.fields) {
+        CHECK(inside(f.name));
+        CHECK(inside(f.value));
+      }
+      std::string out;
+      append_status_line(out, bytes, rs);
+      append_end_to_end_fields(out, bytes, rs, true);
+      CHECK(out.size() <= bytes.size() + 64);
+    }
+    // A prefix never holds a longer complete head.
+    std::string_view prefix = bytes.substr(0, next() % (bytes.size() + 1));
+    request_head rp;
+    if (parse_request_head(prefix, limits, rp).what == head_parse::done)
+      CHECK(rp.size <= prefix.size());
+  }
+  // The mutations leave both kinds of verdict common (the test exercises both paths).
+  CHECK(done > 1000);
+  CHECK(refused > 1000);
 }
