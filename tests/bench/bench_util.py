@@ -2,13 +2,17 @@
 """Helpers for tests/bench/http1.sh (standard library only).
 
   bench_util.py free-port
-  bench_util.py wrk-median FILE...            -> "RPS P50_MS P99_MS ERRORS" (medians; errors summed)
+  bench_util.py wrk-median FILE...            -> "RPS P50_MS P99_MS ERRORS REQ_PER_CPU_S" (medians;
+                                                 errors summed; the last from FILE.cpu, "-" if absent)
+  bench_util.py cpu-seconds PID [--children]  -> user + system CPU seconds used so far by PID (or by
+                                                 its children: nginx's workers)
   bench_util.py rss PID [--children]          -> resident KiB of PID (or of its children)
   bench_util.py idle-mem PORT CONNS PID [--children]
                                               -> "BYTES_PER_CONN RSS_BEFORE_KIB RSS_AFTER_KIB"
   bench_util.py report RESULTS_FILE           -> aligned table + markdown table
 
-RESULTS_FILE lines: proxy workers rps p50_ms p99_ms errors bytes_per_idle_conn ("-" = not measured)
+RESULTS_FILE lines: proxy workers rps p50_ms p99_ms errors bytes_per_idle_conn req_per_cpu_s
+("-" = not measured)
 """
 import os
 import re
@@ -37,6 +41,7 @@ def parse_latency(text):
 
 def parse_wrk(path):
     rps = p50 = p99 = None
+    requests = None
     errors = 0
     with open(path) as f:
         for line in f:
@@ -44,6 +49,9 @@ def parse_wrk(path):
             m = re.match(r"Requests/sec:\s+([\d.]+)", line)
             if m:
                 rps = float(m.group(1))
+            m = re.match(r"(\d+) requests in ", line)
+            if m:
+                requests = int(m.group(1))
             m = re.match(r"50(?:\.000)?%\s+(\S+)", line)
             if m:
                 p50 = parse_latency(m.group(1))
@@ -56,9 +64,19 @@ def parse_wrk(path):
             m = re.match(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", line)
             if m:
                 errors += sum(int(x) for x in m.groups())
-    if rps is None or p50 is None or p99 is None:
+    if rps is None or p50 is None or p99 is None or requests is None:
         raise ValueError("%s: not a wrk --latency report" % path)
-    return rps, p50, p99, errors
+    return rps, p50, p99, errors, requests
+
+
+def req_per_cpu(path, requests):
+    """Requests per CPU-second of the proxy in one run: FILE.cpu holds its CPU seconds."""
+    try:
+        with open(path + ".cpu") as f:
+            cpu = float(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return requests / cpu if cpu > 0 else None
 
 
 def wrk_median(paths):
@@ -67,7 +85,22 @@ def wrk_median(paths):
     p50 = statistics.median(r[1] for r in runs)
     p99 = statistics.median(r[2] for r in runs)
     errors = sum(r[3] for r in runs)
-    print("%.0f %.3f %.3f %d" % (rps, p50, p99, errors))
+    per_cpu = [v for v in (req_per_cpu(p, r[4]) for p, r in zip(paths, runs)) if v is not None]
+    rpc = "%.0f" % statistics.median(per_cpu) if len(per_cpu) == len(runs) else "-"
+    print("%.0f %.3f %.3f %d %s" % (rps, p50, p99, errors, rpc))
+
+
+def cpu_seconds(pids):
+    ticks = 0
+    for pid in pids:
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime (all threads)
+    return ticks / float(os.sysconf("SC_CLK_TCK"))
 
 
 def children_of(pid):
@@ -184,6 +217,8 @@ def report(path):
         for line in f:
             parts = line.split()
             if len(parts) == 7:
+                parts.append("-")
+            if len(parts) == 8:
                 rows.append(parts)
     if not rows:
         print("no results")
@@ -191,24 +226,26 @@ def report(path):
     by = {(r[0], r[1]): r for r in rows}
     workers = sorted({r[1] for r in rows}, key=int)
 
-    header = ["proxy", "workers", "req/s (median)", "p50", "p99", "errors", "memory / idle conn"]
+    header = ["proxy", "workers", "req/s (median)", "p50", "p99", "errors", "memory / idle conn",
+              "req/CPU-s"]
     table = [[r[0], r[1], fmt(r[2], "rps"), fmt(r[3], "ms"), fmt(r[4], "ms"), r[5],
-              fmt(r[6], "bytes")] for r in rows]
+              fmt(r[6], "bytes"), fmt(r[7], "rps")] for r in rows]
 
     ratio_header = ["workers", "sluice/nginx req/s", "sluice/haproxy req/s",
-                    "sluice/nginx p99", "sluice/haproxy p99"]
+                    "sluice/nginx p99", "sluice/haproxy p99",
+                    "sluice/nginx per CPU", "sluice/haproxy per CPU"]
     ratios = []
     for w in workers:
         s = by.get(("sluice", w))
         row = [w]
-        for col in (2, 4):
+        for col in (2, 4, 7):
             for other in ("nginx", "haproxy"):
                 o = by.get((other, w))
                 if s and o and s[col] != "-" and o[col] != "-" and float(o[col]) > 0:
                     row.append("%.2f" % (float(s[col]) / float(o[col])))
                 else:
                     row.append("-")
-        ratios.append([row[0], row[1], row[2], row[3], row[4]])
+        ratios.append(row)
 
     def aligned(h, body):
         widths = [max(len(str(x)) for x in col) for col in zip(h, *body)]
@@ -244,6 +281,8 @@ def main(argv):
         print(free_port())
     elif cmd == "wrk-median":
         wrk_median(argv[2:])
+    elif cmd == "cpu-seconds":
+        print("%.2f" % cpu_seconds(measured_pids(int(argv[2]), "--children" in argv)))
     elif cmd == "rss":
         print(rss_kib(measured_pids(int(argv[2]), "--children" in argv)))
     elif cmd == "idle-mem":

@@ -11,8 +11,11 @@
 #   BUILD_DIR=build-bench  where sluice is built (Release)
 #   RESULTS=FILE           also keep the raw results there
 #
-# Prints a table (median req/s, median p50/p99 latency, idle-connection memory) and the ratios
-# sluice/nginx and sluice/haproxy, then the same as markdown for docs/performance.md.
+# Prints a table (median req/s, median p50/p99 latency, idle-connection memory, median requests
+# per CPU-second of the proxy's processes during each run) and the ratios sluice/nginx and
+# sluice/haproxy, then the same as markdown for docs/performance.md. Requests per CPU-second is
+# the per-core figure; req/s also depends on how much of the shared cores the load generator
+# and the upstreams get.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -293,15 +296,20 @@ for w in $WORKERS; do
   for r in $(seq "$RUNS"); do
     for proxy in "${proxies[@]}"; do
       f="$tmp/$proxy-$w/wrk-$r.txt"
+      flag=""; ((children_of[$proxy])) && flag="--children"
+      cpu0="$("$py" "$util" cpu-seconds "${pid_of[$proxy]}" $flag)"
       wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "http://127.0.0.1:${port_of[$proxy]}/" >"$f"
+      cpu1="$("$py" "$util" cpu-seconds "${pid_of[$proxy]}" $flag)"
+      # The proxy's CPU seconds during the run: requests per CPU-second, the per-core figure.
+      "$py" -c "print('%.2f' % ($cpu1 - $cpu0))" >"$f.cpu"
       log "  run $r $proxy: $(grep -E 'Requests/sec' "$f" | tr -s ' ')"
     done
   done
 
   for proxy in "${proxies[@]}"; do
-    read -r rps p50 p99 errors <<<"$("$py" "$util" wrk-median "$tmp/$proxy-$w"/wrk-*.txt)"
+    read -r rps p50 p99 errors rpc <<<"$("$py" "$util" wrk-median "$tmp/$proxy-$w"/wrk-*.txt)"
     ((errors == 0)) || log "  WARNING: $errors errors (non-2xx or socket errors) in $proxy runs"
-    echo "$proxy $w $rps $p50 $p99 $errors ${mem_of[$proxy]}" >>"$results"
+    echo "$proxy $w $rps $p50 $p99 $errors ${mem_of[$proxy]} $rpc" >>"$results"
     stop_pid "${pid_of[$proxy]}"
     forget_pid "${pid_of[$proxy]}"
   done
