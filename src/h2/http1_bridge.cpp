@@ -55,7 +55,6 @@ tcp::endpoint endpoint_of(const core::address& a) {
 
 char lower(char c) noexcept { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c; }
 
-
 }  // namespace
 
 // ---- ring_hash key ---------------------------------------------------------------------------

@@ -17,17 +17,6 @@ bool is_ows(char c) noexcept { return c == ' ' || c == '\t'; }
 
 }  // namespace
 
-bool is_hop_by_hop(std::string_view name) noexcept {
-  switch (name.size()) {
-    case 2: return iequals(name, "te");
-    case 7: return iequals(name, "trailer") || iequals(name, "upgrade");
-    case 10: return iequals(name, "connection") || iequals(name, "keep-alive");
-    case 16: return iequals(name, "proxy-connection");
-    case 17: return iequals(name, "transfer-encoding");
-    default: return false;
-  }
-}
-
 bool token_list_contains(std::string_view list, std::string_view token) noexcept {
   while (!list.empty()) {
     auto comma = list.find(',');

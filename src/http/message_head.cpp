@@ -131,7 +131,6 @@ struct field_facts {
   std::size_t transfer_encodings = 0;
   bool chunked = false;
   std::string_view upgrade;
-  std::size_t count = 0;
 };
 
 // Connection options: every element a token (empty elements allowed, RFC 9110 §5.6.1).
@@ -152,7 +151,7 @@ bool scan_connection(std::string_view v, field_facts& ff) noexcept {
 
 // Parses field lines from `pos` up to and including the empty line that ends the head; `pos`
 // ends just past it. `classify_name(name)` says which fields matter; `on_other(f, kind)` takes
-// the ones the loop does not handle itself (returns false to refuse the head).
+// the ones the loop does not handle itself (the request-only kinds).
 template <class Classify, class OnOther>
 head_parse parse_fields(const char* base, std::size_t& pos, std::size_t avail,
                         std::vector<head_field>& fields, field_facts& ff, const char** error,
@@ -220,11 +219,10 @@ head_parse parse_fields(const char* base, std::size_t& pos, std::size_t avail,
         break;
       case special::other_hop: f.what = head_field::kind::hop_by_hop; break;
       default:
-        if (!on_other(f, kind)) return fail(error, "refused field");
+        on_other(f, kind);
         break;
     }
     fields.push_back(f);
-    ++ff.count;
     pos = next;
   }
 }
@@ -315,7 +313,7 @@ head_parse parse_response_head(std::string_view buf, std::size_t limit, bool hea
 
   field_facts ff;
   auto r = parse_fields(base, pos, avail, h.fields, ff, error, classify,
-                        [](head_field&, special) { return true; });
+                        [](head_field&, special) {});
   if (r == head_parse::need_more) return need_more();
   if (r != head_parse::done) return r;
   h.size = pos;
@@ -469,7 +467,6 @@ request_verdict parse_request_head(std::string_view buf, const config::listener_
                               break;
                             default: f.what = head_field::kind::x_forwarded_other; break;
                           }
-                          return true;
                         });
   if (r == head_parse::need_more) {
     if (buf.size() >= head_limit) return reject(431, "request head too large");
@@ -477,7 +474,7 @@ request_verdict parse_request_head(std::string_view buf, const config::listener_
   }
   if (r == head_parse::malformed) return reject(400, error);
   h.size = pos;
-  if (ff.count > limits.max_headers) return reject(431, "too many header fields");
+  if (h.fields.size() > limits.max_headers) return reject(431, "too many header fields");
   if (const char* bad = check_transfer_encoding(ff)) return reject(400, bad);
   if (ff.transfer_encodings > 0 && h.version == 10)
     return reject(400, "Transfer-Encoding with Content-Length or in HTTP/1.0");
@@ -514,6 +511,17 @@ request_verdict parse_request_head(std::string_view buf, const config::listener_
   h.keep_alive = !ff.close && (h.version >= 11 || ff.keep_alive_token);
   out.what = head_parse::done;
   return out;
+}
+
+// Declared in forwarding.hpp; the list is the one the head parsers classify with.
+bool is_hop_by_hop(std::string_view name) noexcept {
+  switch (classify(name)) {
+    case special::transfer_encoding:
+    case special::connection:
+    case special::upgrade:
+    case special::other_hop: return true;
+    default: return false;
+  }
 }
 
 bool named_by_connection(const std::vector<head_field>& fields, std::string_view name) noexcept {

@@ -28,7 +28,6 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/error.hpp>
-#include <boost/beast/http/status.hpp>
 
 #include "field_allocator.hpp"
 #include "body_decoder.hpp"
@@ -106,11 +105,6 @@ void append_number(std::string& out, std::uint64_t v) {
   out.append(buf, r.ptr);
 }
 
-std::string_view status_text(unsigned status) {
-  auto s = bhttp::obsolete_reason(static_cast<bhttp::status>(status));
-  return {s.data(), s.size()};
-}
-
 // "Name: value" for a cookie in a Cookie header, for ring_hash on a cookie.
 std::string_view find_cookie(std::string_view header, std::string_view name) {
   while (!header.empty()) {
@@ -135,24 +129,6 @@ std::string_view find_cookie(std::string_view header, std::string_view name) {
   SLUICE_LOG(warn, "upstream " << b.name() << " connect "
                                << (timed_out ? "timed out" : "failed: " + ec.message())
                                << " (cluster " << cluster << ")");
-}
-
-// The hop-by-hop headers of RFC 9110 §7.6.1 (plus Keep-Alive and Proxy-Connection), by Beast's
-// field code: the same list as `is_hop_by_hop`, without a string compare per field. Headers
-// named in Connection are handled where the Connection value is read.
-constexpr bool hop_by_hop(bhttp::field f) noexcept {
-  switch (f) {
-    case bhttp::field::connection:
-    case bhttp::field::keep_alive:
-    case bhttp::field::proxy_connection:
-    case bhttp::field::te:
-    case bhttp::field::trailer:
-    case bhttp::field::transfer_encoding:
-    case bhttp::field::upgrade:
-      return true;
-    default:
-      return false;
-  }
 }
 
 [[gnu::noinline, gnu::cold]] void log_bad_request(const std::string& client, unsigned status,
@@ -1222,17 +1198,9 @@ class session final : public session_base,
     auto raw = std::string_view(static_cast<const char*>(conn.buffer.data().data()), head_size);
     bool client11 = req_head_.version == 11;
 
-    enum class framing { none, length, chunked, eof } in = framing::none;
-    std::uint64_t length = 0;
-    switch (in_head.framing) {
-      case body_framing::none: in = framing::none; break;
-      case body_framing::length:
-        in = framing::length;
-        length = in_head.length;
-        break;
-      case body_framing::chunked: in = framing::chunked; break;
-      case body_framing::eof: in = framing::eof; break;
-    }
+    using framing = body_framing;
+    const framing in = in_head.framing;
+    const std::uint64_t length = in_head.length;
     // Toward the client: chunked (HTTP/1.1) or close-delimited (HTTP/1.0) when the length is
     // not known up front.
     bool out_chunked = (in == framing::chunked || in == framing::eof) && client11;
@@ -1498,7 +1466,7 @@ class session final : public session_base,
     h += "HTTP/1.1 "sv;
     append_number(h, status);
     h += ' ';
-    auto text = status_text(status);
+    auto text = reason_phrase(status);
     h += text;
     h += "\r\nServer: sluice\r\nContent-Type: text/plain\r\nContent-Length: "sv;
     append_number(h, text.size() + 5);
@@ -1521,7 +1489,7 @@ class session final : public session_base,
     h += "HTTP/1.1 "sv;
     append_number(h, d.status);
     h += ' ';
-    h += status_text(d.status);
+    h += reason_phrase(d.status);
     h += "\r\n"sv;
     bool no_body = d.status < 200 || d.status == 204 || d.status == 304;
     if (!no_body) {
