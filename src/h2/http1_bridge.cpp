@@ -17,6 +17,7 @@
 #include <boost/beast/http/error.hpp>
 
 #include "http/body_decoder.hpp"
+#include "net/relay_read.hpp"
 #include "sluice/http/forwarding.hpp"
 #include "sluice/http/message_head.hpp"
 #include "sluice/log/log.hpp"
@@ -282,6 +283,7 @@ asio::awaitable<void> http1_exchange::run(std::shared_ptr<http1_exchange> self) 
         }
         error_code ignored;
         conn->socket.set_option(tcp::no_delay(true), ignored);
+        net::enable_inq(conn->socket);
       }
       conn_ = conn;
       if (attempted) pending_ = replay_;  // a replay sends the whole body again
@@ -471,7 +473,7 @@ asio::awaitable<http1_exchange::result> http1_exchange::read_response(
       }
     }
     arm(read_timer_, cfg.timeouts.read);
-    auto [ec, n] = co_await conn.socket.async_read_some(conn.buffer.prepare(read_chunk), use_tuple);
+    auto [ec, n] = co_await net::async_read_relay(conn.socket, conn.buffer.prepare(read_chunk), use_tuple);
     disarm(read_timer_);
     if (detached_) {
       end_writer(true);
@@ -571,7 +573,7 @@ asio::awaitable<http1_exchange::result> http1_exchange::read_response(
       if (conn.buffer.size() == 0 || got == 0) {
         arm(read_timer_, cfg.timeouts.read);
         auto [rec, n] =
-            co_await conn.socket.async_read_some(conn.buffer.prepare(read_chunk), use_tuple);
+            co_await net::async_read_relay(conn.socket, conn.buffer.prepare(read_chunk), use_tuple);
         disarm(read_timer_);
         if (detached_) {
           end_writer(true);

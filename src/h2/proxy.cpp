@@ -28,6 +28,7 @@
 
 #include "http/proxy.hpp"
 #include "net/downstream_stream.hpp"
+#include "net/relay_read.hpp"
 #include "http1_bridge.hpp"
 #include "sluice/h2/grpc.hpp"
 #include "sluice/h2/session.hpp"
@@ -249,7 +250,7 @@ class upstream_stream {
   template <class Buffers, class Token>
   auto async_read_some(const Buffers& b, Token&& token) {
     if (tls_) return tls_->async_read_some(b, std::forward<Token>(token));
-    return sock_.async_read_some(b, std::forward<Token>(token));
+    return net::async_read_relay(sock_, b, std::forward<Token>(token));
   }
   template <class Buffers, class Token>
   auto async_write_some(const Buffers& b, Token&& token) {
@@ -709,6 +710,7 @@ asio::awaitable<void> upstream::connect(std::shared_ptr<upstream> self) {
   }
   error_code ignored;
   stream_.lowest_layer().set_option(tcp::no_delay(true), ignored);
+  net::enable_inq(stream_.lowest_layer());
   // TLS (protocol h2): the handshake counts against the connect timeout.
   bool tls_ok = !tls_ctx_ || co_await handshake();
   timer.cancel();

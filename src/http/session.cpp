@@ -32,6 +32,7 @@
 #include "field_allocator.hpp"
 #include "body_decoder.hpp"
 #include "h2/proxy.hpp"
+#include "net/relay_read.hpp"
 #include "net/tls_server.hpp"
 #include "sluice/h2/preface.hpp"
 #include "sluice/balance/policy.hpp"
@@ -80,6 +81,18 @@ using tls_stream = asio::ssl::stream<tcp::socket>;
 tcp::socket& raw(tcp::socket& s) noexcept { return s; }
 tcp::socket& raw(tls_stream& s) noexcept { return s.next_layer(); }
 
+// Reads some bytes: from a cleartext socket with net::async_read_relay, which spares the
+// recv(2) bound to fail after a read that emptied the socket (net/relay_read.hpp), and sets
+// `*pending` (when given) to whether more bytes or a FIN were left queued behind the read.
+template <class Token>
+auto read_some(tcp::socket& s, asio::mutable_buffer b, Token&& token, bool* pending = nullptr) {
+  return net::async_read_relay(s, b, std::forward<Token>(token), pending);
+}
+template <class Token>
+auto read_some(tls_stream& s, asio::mutable_buffer b, Token&& token) {
+  return s.async_read_some(b, std::forward<Token>(token));
+}
+
 std::chrono::milliseconds positive_min(std::chrono::milliseconds a, std::chrono::milliseconds b) {
   if (a <= 0ms) return b;
   if (b <= 0ms) return a;
@@ -93,9 +106,11 @@ tcp::endpoint endpoint_of(const core::address& a) {
   return ep;
 }
 
-void set_nodelay(tcp::socket& s) {
+// A new upstream connection: TCP_NODELAY, and TCP_INQ for read_some.
+void set_upstream_options(tcp::socket& s) {
   error_code ec;
   s.set_option(tcp::no_delay(true), ec);
+  net::enable_inq(s);
 }
 
 
@@ -602,7 +617,7 @@ class session final : public session_base,
         // idles, and the read takes whatever the engine decrypted (a whole record).
         if (idle_ && down_buf_.capacity() > idle_read) down_buf_.shrink_to_fit();  // frees it
       }
-      auto [ec, n] = co_await down_.async_read_some(down_buf_.prepare(read_chunk), use_tuple);
+      auto [ec, n] = co_await read_some(down_, down_buf_.prepare(read_chunk), use_tuple);
       idle_ = false;
       drain_marks_ = 0;
       if constexpr (!tls) {
@@ -740,7 +755,7 @@ class session final : public session_base,
             fail_status = to ? 504 : 502;
             break;  // next backend
           }
-          set_nodelay(conn->socket);
+          set_upstream_options(conn->socket);
         }
         up_ = conn;
         bool stale = false;
@@ -1025,7 +1040,7 @@ class session final : public session_base,
         }
       }
       if (cancelled_by_body_) co_return attempt::close;
-      auto [ec, n] = co_await conn.socket.async_read_some(conn.buffer.prepare(read_chunk), use_tuple);
+      auto [ec, n] = co_await read_some(conn.socket, conn.buffer.prepare(read_chunk), use_tuple, &up_pending_);
       if (ec) {
         if (cancelled_by_body_) co_return attempt::close;
         stale = reused && !got_any && !timed_out(ec);
@@ -1103,7 +1118,7 @@ class session final : public session_base,
         if (cancelled_by_response_) co_return relay::client_failed;
         set_body_deadline(timeouts_->body);
         auto want = static_cast<std::size_t>(std::min<std::uint64_t>(left, relay_size));
-        auto [ec, n] = co_await down_.async_read_some(down_buf_.prepare(want), use_tuple);
+        auto [ec, n] = co_await read_some(down_, down_buf_.prepare(want), use_tuple);
         if (ec) {
           if (body_timed_out(ec)) body_status_ = 408;
           co_return relay::client_failed;
@@ -1181,7 +1196,7 @@ class session final : public session_base,
       if (down_buf_.size() == 0 || got == 0) {
         if (cancelled_by_response_) co_return relay::client_failed;
         set_body_deadline(timeouts_->body);
-        auto [rec, n] = co_await down_.async_read_some(down_buf_.prepare(read_chunk), use_tuple);
+        auto [rec, n] = co_await read_some(down_, down_buf_.prepare(read_chunk), use_tuple);
         if (rec) {
           if (body_timed_out(rec)) body_status_ = 408;
           co_return relay::client_failed;
@@ -1283,8 +1298,11 @@ class session final : public session_base,
         break;
       }
     }
-    reuse_upstream_ = upstream_ok && in_head.keep_alive && conn.buffer.size() == 0 && !upgrade_ &&
-                      !worker_->draining_;
+    // Anything queued behind the answer (up_pending_: bytes, or the upstream's FIN) means the
+    // connection cannot serve another request. A FIN that came with the answer brings no
+    // epoll event of its own, so the pool could not notice it before the next request.
+    reuse_upstream_ = upstream_ok && in_head.keep_alive && conn.buffer.size() == 0 &&
+                      !up_pending_ && !upgrade_ && !worker_->draining_;
     co_return attempt::done;
   }
 
@@ -1306,7 +1324,7 @@ class session final : public session_base,
     while (left > 0) {
       set_deadline(ccfg.timeouts.read);
       auto want = static_cast<std::size_t>(std::min<std::uint64_t>(left, relay_size));
-      auto [ec, n] = co_await conn.socket.async_read_some(conn.buffer.prepare(want), use_tuple);
+      auto [ec, n] = co_await read_some(conn.socket, conn.buffer.prepare(want), use_tuple, &up_pending_);
       if (ec) {
         last_up_ec_ = ec;
         co_return relay::upstream_failed;
@@ -1385,7 +1403,7 @@ class session final : public session_base,
       if (done) co_return relay::ok;
       if (conn.buffer.size() == 0 || (chunked && got == 0)) {
         set_deadline(ccfg.timeouts.read);
-        auto [ec, n] = co_await conn.socket.async_read_some(conn.buffer.prepare(relay_size), use_tuple);
+        auto [ec, n] = co_await read_some(conn.socket, conn.buffer.prepare(relay_size), use_tuple, &up_pending_);
         if (ec == asio::error::eof && !chunked) {
           eof = true;
           continue;
@@ -1433,7 +1451,7 @@ class session final : public session_base,
   template <class From, class To>
   asio::awaitable<void> pump(From& from, To& to, char* buf, std::size_t size) {
     for (;;) {
-      auto [ec, n] = co_await from.async_read_some(asio::buffer(buf, size), use_tuple);
+      auto [ec, n] = co_await read_some(from, asio::buffer(buf, size), use_tuple);
       if (ec) {
         error_code ignored;
         // A TLS client that just closes its socket ends its side too (stream_truncated).
@@ -1664,6 +1682,7 @@ class session final : public session_base,
   bool expect_continue_ = false;
   bool upgrade_ = false;
   bool reuse_upstream_ = false;
+  bool up_pending_ = false;  // the last upstream read left bytes or a FIN behind it (TCP_INQ)
   error_code last_up_ec_;
   // streamed-body exchange state (body half and response half run side by side)
   bool body_complete_ = false;  // the whole request body was read from the client

@@ -2,15 +2,28 @@
 
 #include <algorithm>
 
+#include "net/relay_read.hpp"
 #include "sluice/core/clock.hpp"
 
 namespace sluice::http {
 
 std::shared_ptr<upstream_conn> upstream_pool::take(core::backend* b) {
   auto it = idle_.find(b);
-  if (it == idle_.end() || it->second.empty()) return nullptr;
-  auto c = std::move(it->second.back());
-  it->second.pop_back();
+  if (it == idle_.end()) return nullptr;
+  auto& list = it->second;
+  std::shared_ptr<upstream_conn> c;
+  while (!list.empty()) {
+    c = std::move(list.back());
+    list.pop_back();
+    // Readable since it was pooled: closed by the upstream (or junk). Dropped.
+    if (!c->quiet || net::expects_nothing_to_read(c->socket)) break;
+    boost::system::error_code ec;
+    c->pooled = false;
+    c->socket.close(ec);
+    c.reset();
+  }
+  if (list.empty()) idle_.erase(it);
+  if (!c) return nullptr;
   c->pooled = false;
   ++c->idle_epoch;
   if (c->watched) {
@@ -33,6 +46,7 @@ void upstream_pool::put(std::shared_ptr<upstream_conn> c, std::uint32_t max_idle
     list.erase(list.begin());
   }
   c->pooled = true;
+  c->quiet = net::expects_nothing_to_read(c->socket);
   ++c->idle_epoch;
   c->idle_since = core::coarse_now();
   c->idle_timeout = idle_timeout;

@@ -28,13 +28,18 @@ struct upstream_conn {
   std::uint64_t idle_epoch = 0;  ///< bumped on every put/take; stale watch completions compare it
   bool pooled = false;
   bool watched = false;  ///< a readability watch is pending
+  /// When pooled, the reactor knew the socket empty (its last read emptied it, TCP_INQ): any
+  /// epoll event since means the upstream closed it or sent junk.
+  bool quiet = false;
 };
 
 /// Single-threaded: used only on its worker's thread. Connections idle for `watch_after` or
 /// longer are watched for readability (an upstream closing or sending junk while idle gets the
 /// connection dropped at once, as nginx does); busy connections, reused within that time, are
-/// not, because arming the watch costs an epoll_ctl per request with Asio's reactor. A closed
-/// connection taken in that window is caught by the session's retry on a fresh connection.
+/// not, because arming the watch costs an epoll_ctl per request with Asio's reactor. Within
+/// that window `take` still skips a connection the reactor has seen readable since it was
+/// pooled (no syscall: the reactor's own flag, see net::expects_nothing_to_read); one closed
+/// just as it is taken is caught by the session's retry on a fresh connection.
 /// `sweep` (called about every second) arms the watches and drops connections past their idle
 /// timeout. Keyed by backend
 /// pointer; every pooled connection holds a snapshot that keeps its backend alive, so a key

@@ -8,6 +8,7 @@
 #include <boost/asio/bind_allocator.hpp>
 
 #include "field_allocator.hpp"
+#include "net/relay_read.hpp"
 #include "net/socket_rebind.hpp"
 #include "sluice/core/clock.hpp"
 
@@ -197,8 +198,10 @@ void worker_state::park(std::unique_ptr<parked_conn> rec, tcp::socket socket,
   // The read's operation comes from the per-thread block lists: a block of its own size, not
   // a larger one Asio's per-thread cache may hold from some other operation.
   auto* raw = p.get();
-  raw->socket.async_read_some(
-      asio::buffer(raw->bytes, parked_bytes),
+  // A read that empties the socket lets the session's next read wait for epoll without trying
+  // recv(2) first (net/relay_read.hpp).
+  net::async_read_relay(
+      raw->socket, asio::buffer(raw->bytes, parked_bytes),
       asio::bind_allocator(field_allocator<void>{},
                            [p = std::move(p)](const error_code& ec, std::size_t n) mutable {
                              resume_parked(std::move(p), ec, n);

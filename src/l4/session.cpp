@@ -23,7 +23,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 
-#include "l4/relay_read.hpp"
+#include "net/relay_read.hpp"
 #include "net/socket_adopt.hpp"
 #include "sluice/balance/policy.hpp"
 #include "sluice/core/clock.hpp"
@@ -73,7 +73,7 @@ class worker_state {
   worker_state(asio::io_context& io, std::shared_ptr<metrics::registry> metrics,
                unsigned worker_index)
       : io_(io),
-        reactor_(reactor_of(io)),
+        reactor_(net::reactor_of(io)),
         index_(worker_index),
         registry_(std::move(metrics)),
         shard_(registry_ ? &registry_->shard(worker_index) : nullptr) {}
@@ -132,7 +132,7 @@ class worker_state {
   }
 
   asio::io_context& io_;
-  relay_reactor& reactor_;  // io_'s, for async_read_relay
+  net::relay_reactor& reactor_;  // io_'s, for async_read_relay
   unsigned index_;  // the worker's number: its snapshot caches
   std::shared_ptr<metrics::registry> registry_;  // keeps the shard alive
   metrics::worker_shard* shard_;                 // this worker's shard, or null
@@ -541,15 +541,12 @@ class session : public std::enable_shared_from_this<session> {
     }
     error_code ignored;
     up_.set_option(tcp::no_delay(true), ignored);
-#ifdef TCP_INQ
     // What is left to read after each relay read (accepted sockets inherit it from the
     // listener): lets the relay skip doomed reads and send a last answer with its FIN.
-    const int one = 1;
-    ::setsockopt(sfd, IPPROTO_TCP, TCP_INQ, &one, sizeof one);
-#endif
+    net::enable_inq(up_);
     // The upstream has had no chance to send anything yet: the relay's first read from it
     // waits for epoll rather than trying recv(2) (one EAGAIN less per connection).
-    expect_nothing_to_read(up_);
+    net::expect_nothing_to_read(up_);
     const int fd = up_.native_handle();
     if (::connect(fd, sa, static_cast<socklen_t>(a.length)) == 0) return true;
     if (errno != EINPROGRESS && errno != EINTR) {
@@ -612,7 +609,7 @@ class session : public std::enable_shared_from_this<session> {
 
   void read_next(std::shared_ptr<session> self, int which) {
     direction& d = dirs_[which];
-    async_read_relay(
+    net::async_read_relay(
         *d.src, worker_->reactor_, asio::buffer(d.buf.get(), opts_.buffer_size),
         [self = std::move(self), which](error_code ec, std::size_t n) mutable {
           session& s = *self;

@@ -4,12 +4,15 @@
 #pragma once
 
 #include <cstddef>
+#include <type_traits>
 #include <utility>
 #include <variant>
 
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/stream.hpp>
+
+#include "net/relay_read.hpp"
 
 namespace sluice::net {
 
@@ -41,6 +44,8 @@ class downstream_stream {
         [this](auto handler, const MutableBuffers& b) {
           if (auto* t = std::get_if<tls_stream>(&s_))
             t->async_read_some(b, std::move(handler));
+          else if constexpr (std::is_convertible_v<MutableBuffers, boost::asio::mutable_buffer>)
+            async_read_relay(std::get<tcp::socket>(s_), b, std::move(handler));
           else
             std::get<tcp::socket>(s_).async_read_some(b, std::move(handler));
         },

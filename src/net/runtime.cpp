@@ -87,9 +87,9 @@ namespace {
 // setsockopt(2) per listener instead of one per connection). Best effort: errors ignored.
 // - TCP_NODELAY: HTTP and L4 connections alike send what they have at once.
 // - TCP_INQ (Linux 4.18+): a recvmsg(2) given room for control messages learns how many bytes
-//   (and whether a FIN) remain queued, which lets the L4 relay skip a read bound to return
-//   EAGAIN and send a last answer with its FIN (src/l4/relay_read.hpp). Reads without a
-//   control buffer (everything else) are unaffected.
+//   (and whether a FIN) remain queued, which lets the reads of src/net/relay_read.hpp (HTTP,
+//   HTTP/2 and L4 alike) skip a read bound to return EAGAIN, and the L4 relay send a last
+//   answer with its FIN. Reads without a control buffer (TLS) are unaffected.
 void set_inherited_options(tcp::acceptor& acc) {
   int one = 1;
   ::setsockopt(acc.native_handle(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);

@@ -548,7 +548,8 @@ class Hasher:
 
 class ScriptedBackend:
     """handler(req) -> ("respond", status, headers, body) | ("reset",) | ("close",) |
-    ("delay", seconds, status, headers, body) | ("raw", bytes, close_after).
+    ("delay", seconds, status, headers, body) | ("raw", bytes, close_after) (with close_after,
+    the bytes and the FIN leave in one segment).
     req is a dict: method, target, headers, body."""
 
     def __init__(self, handler, name="scripted", idle_close=None):
@@ -640,10 +641,13 @@ class ScriptedBackend:
                 if action[0] == "close":
                     return
                 if action[0] == "raw":  # exactly these bytes, then close or keep serving
-                    c.sendall(action[1])
                     if action[2]:
+                        # The bytes and the FIN in one segment: MSG_MORE holds the last
+                        # piece back until the shutdown sends it with the FIN.
+                        c.sendall(action[1], socket.MSG_MORE)
                         c.shutdown(socket.SHUT_WR)
                         return
+                    c.sendall(action[1])
                     c.settimeout(self.idle_close if self.idle_close else 0.2)
                     continue
                 if action[0] == "delay":
@@ -658,12 +662,12 @@ class ScriptedBackend:
         except OSError:
             return
         finally:
-            with self.lock:
-                self.closed += 1
             try:
                 c.close()
             except OSError:
                 pass
+            with self.lock:  # counted once the close has happened
+                self.closed += 1
 
     def stop(self):
         self._stop.set()

@@ -1,7 +1,11 @@
 // The speculative-read flag of Asio's epoll reactor, reached from outside the reactor.
-#include "l4/relay_read.hpp"
+#include "net/relay_read.hpp"
 
-namespace sluice::l4 {
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+namespace sluice::net {
 
 #if defined(BOOST_ASIO_HAS_EPOLL) && !defined(BOOST_ASIO_HAS_IO_URING_AS_DEFAULT)
 namespace {
@@ -23,14 +27,33 @@ void clear_read_flag(descriptor_state* state) noexcept {
   if (state) (state->*speculative_member())[boost::asio::detail::epoll_reactor::read_op] = false;
 }
 
+bool read_flag_clear(const descriptor_state* state) noexcept {
+  return state && !(state->*speculative_member())[boost::asio::detail::epoll_reactor::read_op];
+}
+
 }  // namespace
 
 void expect_nothing_to_read(boost::asio::ip::tcp::socket& socket) noexcept {
   clear_read_flag(
-      (socket.*net::detail::socket_state_access::member()).get_implementation().reactor_data_);
+      (socket.*detail::socket_state_access::member()).get_implementation().reactor_data_);
+}
+
+bool expects_nothing_to_read(boost::asio::ip::tcp::socket& socket) noexcept {
+  return read_flag_clear(
+      (socket.*detail::socket_state_access::member()).get_implementation().reactor_data_);
 }
 #else
 void expect_nothing_to_read(boost::asio::ip::tcp::socket&) noexcept {}
+bool expects_nothing_to_read(boost::asio::ip::tcp::socket&) noexcept { return false; }
 #endif
 
-}  // namespace sluice::l4
+void enable_inq(boost::asio::ip::tcp::socket& socket) noexcept {
+#ifdef TCP_INQ
+  int one = 1;
+  ::setsockopt(socket.native_handle(), IPPROTO_TCP, TCP_INQ, &one, sizeof one);
+#else
+  (void)socket;
+#endif
+}
+
+}  // namespace sluice::net

@@ -1,4 +1,9 @@
-// Relay reads that spare Asio's doomed speculative recv(2). Internal header: includes Asio.
+// Socket reads that spare Asio's doomed speculative recv(2). Internal header: includes Asio.
+//
+// Used for every read of a cleartext TCP socket on the request path: the L4 relay, HTTP/1.1
+// clients and upstreams, parked keep-alive connections, the HTTP/2 server and client. A proxy
+// meets the doomed recv(2) about once per request otherwise: the upstream's answer, and the
+// client's next request, are rarely there yet when the read for them starts.
 //
 // Asio's epoll reactor keeps, per socket and operation type, a "try the operation at once"
 // flag. It is set when the socket is registered and whenever epoll reports the socket ready,
@@ -47,10 +52,10 @@
 
 #if defined(BOOST_ASIO_HAS_EPOLL) && !defined(BOOST_ASIO_HAS_IO_URING_AS_DEFAULT) && \
     defined(TCP_INQ) && defined(TCP_CM_INQ)
-#define SLUICE_L4_RELAY_READ 1
+#define SLUICE_RELAY_READ 1
 #endif
 
-namespace sluice::l4 {
+namespace sluice::net {
 
 /// Marks `socket` (registered with its reactor, not connected yet) as having nothing to read,
 /// so that its first read waits for epoll instead of trying recv(2) at once. No byte or FIN
@@ -58,7 +63,13 @@ namespace sluice::l4 {
 /// again or completes the waiting read. A no-op on a closed socket and off Linux.
 void expect_nothing_to_read(boost::asio::ip::tcp::socket& socket) noexcept;
 
-#ifdef SLUICE_L4_RELAY_READ
+/// Whether the reactor expects nothing to read on `socket`: its last read emptied it (a read
+/// here that TCP_INQ showed leaving nothing behind, FIN included, or expect_nothing_to_read)
+/// and epoll has not reported the socket readable since. No syscall. False on a closed socket
+/// and off Linux.
+bool expects_nothing_to_read(boost::asio::ip::tcp::socket& socket) noexcept;
+
+#ifdef SLUICE_RELAY_READ
 
 namespace detail {
 
@@ -142,16 +153,15 @@ class relay_read_op : public boost::asio::detail::reactor_op {
 };
 
 struct initiate_relay_read {
-  template <typename Handler>
-  void operator()(Handler&& handler, boost::asio::ip::tcp::socket* socket,
-                  boost::asio::detail::reactor* reactor, boost::asio::mutable_buffer buf,
-                  bool* pending) const {
+  template <typename Handler, typename Socket>
+  void operator()(Handler&& handler, Socket* socket, boost::asio::detail::reactor* reactor,
+                  boost::asio::mutable_buffer buf, bool* pending) const {
     if (pending) *pending = false;
     namespace ops = boost::asio::detail::socket_ops;
     using handler_type = std::decay_t<Handler>;
-    using executor_type = boost::asio::ip::tcp::socket::executor_type;
+    using executor_type = typename Socket::executor_type;
     using op = relay_read_op<handler_type, executor_type>;
-    auto& impl = (socket->*net::detail::socket_state_access::member()).get_implementation();
+    auto& impl = (socket->*io_object_access<Socket>::member()).get_implementation();
     // Sockets not made non-blocking by adopt_nonblocking(), closed ones and empty buffers
     // take Asio's own path (which sets O_NONBLOCK, reports the error or completes at once).
     if (impl.socket_ < 0 || impl.reactor_data_ == nullptr || buf.size() == 0 ||
@@ -185,13 +195,29 @@ inline relay_reactor& reactor_of(boost::asio::io_context& io) {
 /// with socket.cancel() or close().
 /// `pending` (optional), when the read completes with bytes: whether TCP_INQ reported more
 /// queued behind them (bytes, or the peer's FIN), so that the next read will not wait.
-template <typename CompletionToken>
-auto async_read_relay(boost::asio::ip::tcp::socket& socket, relay_reactor& reactor,
-                      boost::asio::mutable_buffer buf, CompletionToken&& token,
-                      bool* pending = nullptr) {
+template <typename Executor, typename CompletionToken>
+auto async_read_relay(boost::asio::basic_stream_socket<boost::asio::ip::tcp, Executor>& socket,
+                      relay_reactor& reactor, boost::asio::mutable_buffer buf,
+                      CompletionToken&& token, bool* pending = nullptr) {
   return boost::asio::async_initiate<CompletionToken,
                                      void(boost::system::error_code, std::size_t)>(
       detail::initiate_relay_read{}, token, &socket, &reactor, buf, pending);
+}
+
+/// The same, with the reactor of the calling thread's io_context, looked up once per thread
+/// (a worker thread runs one io_context). For sockets of that io_context only.
+template <typename Executor, typename CompletionToken>
+auto async_read_relay(boost::asio::basic_stream_socket<boost::asio::ip::tcp, Executor>& socket,
+                      boost::asio::mutable_buffer buf, CompletionToken&& token,
+                      bool* pending = nullptr) {
+  thread_local boost::asio::execution_context* cached_context = nullptr;
+  thread_local relay_reactor* cached = nullptr;
+  auto& context = boost::asio::query(socket.get_executor(), boost::asio::execution::context);
+  if (cached_context != &context) {
+    cached = &boost::asio::use_service<relay_reactor>(context);
+    cached_context = &context;
+  }
+  return async_read_relay(socket, *cached, buf, std::forward<CompletionToken>(token), pending);
 }
 
 #else  // not epoll, or no TCP_INQ: Asio's read
@@ -201,8 +227,15 @@ inline relay_reactor& reactor_of(boost::asio::io_context&) {
   static relay_reactor r;
   return r;
 }
-template <typename CompletionToken>
-auto async_read_relay(boost::asio::ip::tcp::socket& socket, relay_reactor&,
+template <typename Executor, typename CompletionToken>
+auto async_read_relay(boost::asio::basic_stream_socket<boost::asio::ip::tcp, Executor>& socket,
+                      relay_reactor&, boost::asio::mutable_buffer buf, CompletionToken&& token,
+                      bool* pending = nullptr) {
+  if (pending) *pending = false;
+  return socket.async_read_some(buf, std::forward<CompletionToken>(token));
+}
+template <typename Executor, typename CompletionToken>
+auto async_read_relay(boost::asio::basic_stream_socket<boost::asio::ip::tcp, Executor>& socket,
                       boost::asio::mutable_buffer buf, CompletionToken&& token,
                       bool* pending = nullptr) {
   if (pending) *pending = false;
@@ -211,4 +244,8 @@ auto async_read_relay(boost::asio::ip::tcp::socket& socket, relay_reactor&,
 
 #endif
 
-}  // namespace sluice::l4
+/// Enables TCP_INQ on `socket` (for sockets not accepted from a listener, which has it
+/// already): lets async_read_relay learn that a read emptied the socket. Best effort.
+void enable_inq(boost::asio::ip::tcp::socket& socket) noexcept;
+
+}  // namespace sluice::net
