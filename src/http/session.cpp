@@ -82,11 +82,12 @@ tcp::socket& raw(tcp::socket& s) noexcept { return s; }
 tcp::socket& raw(tls_stream& s) noexcept { return s.next_layer(); }
 
 // Reads some bytes: from a cleartext socket with net::async_read_relay, which spares the
-// recv(2) bound to fail after a read that emptied the socket (net/relay_read.hpp), and sets
-// `*pending` (when given) to whether more bytes or a FIN were left queued behind the read.
+// recv(2) bound to fail after a read that emptied the socket (net/relay_read.hpp), and tells
+// (`left`, when given) what was left queued behind the read.
 template <class Token>
-auto read_some(tcp::socket& s, asio::mutable_buffer b, Token&& token, bool* pending = nullptr) {
-  return net::async_read_relay(s, b, std::forward<Token>(token), pending);
+auto read_some(tcp::socket& s, asio::mutable_buffer b, Token&& token,
+               net::queued* left = nullptr) {
+  return net::async_read_relay(s, b, std::forward<Token>(token), left);
 }
 template <class Token>
 auto read_some(tls_stream& s, asio::mutable_buffer b, Token&& token) {
@@ -766,7 +767,11 @@ class session final : public session_base,
           if (reuse_upstream_) {
             conn->keep = snap;
             up_.reset();
-            worker_->pool_.put(std::move(conn), ccfg.pool.max_idle, ccfg.pool.idle_timeout);
+            // The answer's last read emptied the socket: from then on any epoll event on it
+            // means the upstream closed it (upstream_pool::take checks).
+            const bool quiet = up_left_ == net::queued::nothing;
+            worker_->pool_.put(std::move(conn), ccfg.pool.max_idle, ccfg.pool.idle_timeout,
+                               quiet);
           }
           up_.reset();
           if (body_in_memory_ && body_ == body_kind::length) down_buf_.consume(body_length_);
@@ -1040,7 +1045,7 @@ class session final : public session_base,
         }
       }
       if (cancelled_by_body_) co_return attempt::close;
-      auto [ec, n] = co_await read_some(conn.socket, conn.buffer.prepare(read_chunk), use_tuple, &up_pending_);
+      auto [ec, n] = co_await read_some(conn.socket, conn.buffer.prepare(read_chunk), use_tuple, &up_left_);
       if (ec) {
         if (cancelled_by_body_) co_return attempt::close;
         stale = reused && !got_any && !timed_out(ec);
@@ -1298,11 +1303,11 @@ class session final : public session_base,
         break;
       }
     }
-    // Anything queued behind the answer (up_pending_: bytes, or the upstream's FIN) means the
-    // connection cannot serve another request. A FIN that came with the answer brings no
-    // epoll event of its own, so the pool could not notice it before the next request.
+    // Anything queued behind the answer (bytes, or the upstream's FIN) means the connection
+    // cannot serve another request. A FIN that came with the answer brings no epoll event of
+    // its own, so the pool could not notice it before the next request.
     reuse_upstream_ = upstream_ok && in_head.keep_alive && conn.buffer.size() == 0 &&
-                      !up_pending_ && !upgrade_ && !worker_->draining_;
+                      up_left_ != net::queued::more && !upgrade_ && !worker_->draining_;
     co_return attempt::done;
   }
 
@@ -1324,7 +1329,7 @@ class session final : public session_base,
     while (left > 0) {
       set_deadline(ccfg.timeouts.read);
       auto want = static_cast<std::size_t>(std::min<std::uint64_t>(left, relay_size));
-      auto [ec, n] = co_await read_some(conn.socket, conn.buffer.prepare(want), use_tuple, &up_pending_);
+      auto [ec, n] = co_await read_some(conn.socket, conn.buffer.prepare(want), use_tuple, &up_left_);
       if (ec) {
         last_up_ec_ = ec;
         co_return relay::upstream_failed;
@@ -1403,7 +1408,7 @@ class session final : public session_base,
       if (done) co_return relay::ok;
       if (conn.buffer.size() == 0 || (chunked && got == 0)) {
         set_deadline(ccfg.timeouts.read);
-        auto [ec, n] = co_await read_some(conn.socket, conn.buffer.prepare(relay_size), use_tuple, &up_pending_);
+        auto [ec, n] = co_await read_some(conn.socket, conn.buffer.prepare(relay_size), use_tuple, &up_left_);
         if (ec == asio::error::eof && !chunked) {
           eof = true;
           continue;
@@ -1682,7 +1687,7 @@ class session final : public session_base,
   bool expect_continue_ = false;
   bool upgrade_ = false;
   bool reuse_upstream_ = false;
-  bool up_pending_ = false;  // the last upstream read left bytes or a FIN behind it (TCP_INQ)
+  net::queued up_left_ = net::queued::unknown;  // behind the last upstream read (TCP_INQ)
   error_code last_up_ec_;
   // streamed-body exchange state (body half and response half run side by side)
   bool body_complete_ = false;  // the whole request body was read from the client

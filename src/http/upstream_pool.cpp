@@ -36,7 +36,7 @@ std::shared_ptr<upstream_conn> upstream_pool::take(core::backend* b) {
 }
 
 void upstream_pool::put(std::shared_ptr<upstream_conn> c, std::uint32_t max_idle,
-                        std::chrono::milliseconds idle_timeout) {
+                        std::chrono::milliseconds idle_timeout, bool quiet) {
   if (closed_ || max_idle == 0 || !c->socket.is_open()) return;  // c closes on destruction
   auto& list = idle_[c->backend];
   if (list.size() >= max_idle) {
@@ -46,7 +46,7 @@ void upstream_pool::put(std::shared_ptr<upstream_conn> c, std::uint32_t max_idle
     list.erase(list.begin());
   }
   c->pooled = true;
-  c->quiet = net::expects_nothing_to_read(c->socket);
+  c->quiet = quiet;
   ++c->idle_epoch;
   c->idle_since = core::coarse_now();
   c->idle_timeout = idle_timeout;

@@ -28,8 +28,8 @@ struct upstream_conn {
   std::uint64_t idle_epoch = 0;  ///< bumped on every put/take; stale watch completions compare it
   bool pooled = false;
   bool watched = false;  ///< a readability watch is pending
-  /// When pooled, the reactor knew the socket empty (its last read emptied it, TCP_INQ): any
-  /// epoll event since means the upstream closed it or sent junk.
+  /// The last read of the answer before it was pooled emptied the socket (TCP_INQ): any epoll
+  /// event since (the reactor's read flag set again) means the upstream closed it or sent junk.
   bool quiet = false;
 };
 
@@ -54,9 +54,10 @@ class upstream_pool {
   /// An idle connection to `b` (most recently used first), or null.
   std::shared_ptr<upstream_conn> take(core::backend* b);
   /// Hands a connection that finished a clean exchange back; closes it instead when the
-  /// backend already has `max_idle` idle connections or the pool is closed.
+  /// backend already has `max_idle` idle connections or the pool is closed. `quiet`: the
+  /// answer's last read emptied the socket (see upstream_conn::quiet).
   void put(std::shared_ptr<upstream_conn> c, std::uint32_t max_idle,
-           std::chrono::milliseconds idle_timeout);
+           std::chrono::milliseconds idle_timeout, bool quiet = false);
   /// Closes connections idle for longer than their timeout.
   void sweep(std::chrono::steady_clock::time_point now);
   /// Closes every idle connection; with `close_pool`, later puts close too (drain).

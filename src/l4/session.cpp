@@ -200,7 +200,7 @@ class session : public std::enable_shared_from_this<session> {
     std::unique_ptr<std::uint8_t[]> buf;
     std::uint64_t moved = 0;
     bool may_splice = false;
-    bool more = false;  // the last read left more queued behind it (TCP_INQ): data or a FIN
+    net::queued left = net::queued::unknown;  // behind the last read (TCP_INQ): data or a FIN?
   };
 
   asio::awaitable<void> serve(std::shared_ptr<session> self) {
@@ -615,7 +615,7 @@ class session : public std::enable_shared_from_this<session> {
           session& s = *self;
           s.on_read(std::move(self), which, ec, n);
         },
-        &d.more);
+        &d.left);
   }
 
   void on_read(std::shared_ptr<session> self, int which, error_code ec, std::size_t n) {
@@ -631,7 +631,7 @@ class session : public std::enable_shared_from_this<session> {
     }
     last_activity_ = core::coarse_now();
     std::size_t sent = 0;
-    if (d.more && n < opts_.buffer_size) {
+    if (d.left == net::queued::more && n < opts_.buffer_size) {
       // A short read with more queued behind it: most often the source's FIN right after its
       // last bytes (a request/response protocol's answer). The bytes go to the kernel with
       // MSG_MORE and the next read follows at once (it cannot wait: something is queued). A

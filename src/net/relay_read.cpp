@@ -23,6 +23,16 @@ struct speculative_access {
 };
 template struct speculative_access<&descriptor_state::try_speculative_>;
 
+using reactor_pointer = boost::asio::detail::epoll_reactor* descriptor_state::*;
+
+reactor_pointer reactor_member();
+
+template <reactor_pointer Member>
+struct reactor_access {
+  friend reactor_pointer reactor_member() { return Member; }
+};
+template struct reactor_access<&descriptor_state::reactor_>;
+
 void clear_read_flag(descriptor_state* state) noexcept {
   if (state) (state->*speculative_member())[boost::asio::detail::epoll_reactor::read_op] = false;
 }
@@ -32,6 +42,12 @@ bool read_flag_clear(const descriptor_state* state) noexcept {
 }
 
 }  // namespace
+
+#ifdef SLUICE_RELAY_READ
+relay_reactor& detail::reactor_of_state(relay_reactor::per_descriptor_data state) noexcept {
+  return *(state->*reactor_member());
+}
+#endif
 
 void expect_nothing_to_read(boost::asio::ip::tcp::socket& socket) noexcept {
   clear_read_flag(

@@ -57,6 +57,13 @@
 
 namespace sluice::net {
 
+/// What a read learned (from TCP_INQ) about the socket behind the bytes it returned.
+enum class queued : unsigned char {
+  unknown,  ///< no TCP_INQ report (not enabled, not this kind of read, or no bytes returned)
+  nothing,  ///< the read emptied the socket, FIN included
+  more,     ///< bytes or the peer's FIN are still queued
+};
+
 /// Marks `socket` (registered with its reactor, not connected yet) as having nothing to read,
 /// so that its first read waits for epoll instead of trying recv(2) at once. No byte or FIN
 /// can arrive before connect(2), and whatever arrives after it is an event that sets the flag
@@ -81,14 +88,14 @@ class relay_read_op : public boost::asio::detail::reactor_op {
  public:
   BOOST_ASIO_DEFINE_HANDLER_PTR(relay_read_op);
 
-  relay_read_op(int fd, void* data, std::size_t size, bool* pending, Handler& handler,
+  relay_read_op(int fd, void* data, std::size_t size, queued* left, Handler& handler,
                 const IoExecutor& io_ex)
       : reactor_op(boost::system::error_code(), &relay_read_op::do_perform,
                    &relay_read_op::do_complete),
         fd_(fd),
         data_(data),
         size_(size),
-        pending_(pending),
+        left_(left),
         handler_(static_cast<Handler&&>(handler)),
         work_(handler_, io_ex) {}
 
@@ -109,7 +116,7 @@ class relay_read_op : public boost::asio::detail::reactor_op {
           if (c->cmsg_level == SOL_TCP && c->cmsg_type == TCP_CM_INQ) {
             int inq = 1;
             std::memcpy(&inq, CMSG_DATA(c), sizeof inq);
-            if (o->pending_) *o->pending_ = inq > 0;
+            if (o->left_) *o->left_ = inq > 0 ? queued::more : queued::nothing;
             return inq == 0 ? done_and_exhausted : done;
           }
         }
@@ -147,7 +154,7 @@ class relay_read_op : public boost::asio::detail::reactor_op {
   int fd_;
   void* data_;
   std::size_t size_;
-  bool* pending_;  // set from TCP_INQ after a read; may be null
+  queued* left_;  // set from TCP_INQ after a read; may be null
   Handler handler_;
   boost::asio::detail::handler_work<Handler, IoExecutor> work_;
 };
@@ -155,8 +162,8 @@ class relay_read_op : public boost::asio::detail::reactor_op {
 struct initiate_relay_read {
   template <typename Handler, typename Socket>
   void operator()(Handler&& handler, Socket* socket, boost::asio::detail::reactor* reactor,
-                  boost::asio::mutable_buffer buf, bool* pending) const {
-    if (pending) *pending = false;
+                  boost::asio::mutable_buffer buf, queued* left) const {
+    if (left) *left = queued::unknown;
     namespace ops = boost::asio::detail::socket_ops;
     using handler_type = std::decay_t<Handler>;
     using executor_type = typename Socket::executor_type;
@@ -172,7 +179,7 @@ struct initiate_relay_read {
     handler_type h(std::forward<Handler>(handler));
     const bool is_continuation = boost_asio_handler_cont_helpers::is_continuation(h);
     typename op::ptr p = {boost::asio::detail::addressof(h), op::ptr::allocate(h), nullptr};
-    p.p = new (p.v) op(impl.socket_, buf.data(), buf.size(), pending, h, socket->get_executor());
+    p.p = new (p.v) op(impl.socket_, buf.data(), buf.size(), left, h, socket->get_executor());
     reactor->start_op(boost::asio::detail::reactor::read_op, impl.socket_, impl.reactor_data_,
                       p.p, is_continuation, true);
     p.v = p.p = nullptr;
@@ -193,31 +200,35 @@ inline relay_reactor& reactor_of(boost::asio::io_context& io) {
 /// the next read waits for epoll instead of trying recv(2) first. `reactor` is
 /// reactor_of(the socket's io_context). Per-operation cancellation is not supported: cancel
 /// with socket.cancel() or close().
-/// `pending` (optional), when the read completes with bytes: whether TCP_INQ reported more
-/// queued behind them (bytes, or the peer's FIN), so that the next read will not wait.
+/// `left` (optional), when the read completes with bytes: what TCP_INQ reported queued behind
+/// them (bytes or the peer's FIN: `more`, and the next read will not wait).
 template <typename Executor, typename CompletionToken>
 auto async_read_relay(boost::asio::basic_stream_socket<boost::asio::ip::tcp, Executor>& socket,
                       relay_reactor& reactor, boost::asio::mutable_buffer buf,
-                      CompletionToken&& token, bool* pending = nullptr) {
+                      CompletionToken&& token, queued* left = nullptr) {
   return boost::asio::async_initiate<CompletionToken,
                                      void(boost::system::error_code, std::size_t)>(
-      detail::initiate_relay_read{}, token, &socket, &reactor, buf, pending);
+      detail::initiate_relay_read{}, token, &socket, &reactor, buf, left);
 }
 
-/// The same, with the reactor of the calling thread's io_context, looked up once per thread
-/// (a worker thread runs one io_context). For sockets of that io_context only.
+namespace detail {
+/// The reactor a registered socket belongs to, from the reactor's per-socket state.
+relay_reactor& reactor_of_state(relay_reactor::per_descriptor_data state) noexcept;
+}  // namespace detail
+
+/// The same, with the reactor the socket is registered with (no lookup, no lock).
 template <typename Executor, typename CompletionToken>
 auto async_read_relay(boost::asio::basic_stream_socket<boost::asio::ip::tcp, Executor>& socket,
                       boost::asio::mutable_buffer buf, CompletionToken&& token,
-                      bool* pending = nullptr) {
-  thread_local boost::asio::execution_context* cached_context = nullptr;
-  thread_local relay_reactor* cached = nullptr;
-  auto& context = boost::asio::query(socket.get_executor(), boost::asio::execution::context);
-  if (cached_context != &context) {
-    cached = &boost::asio::use_service<relay_reactor>(context);
-    cached_context = &context;
+                      queued* left = nullptr) {
+  using socket_type = boost::asio::basic_stream_socket<boost::asio::ip::tcp, Executor>;
+  auto& impl = (socket.*detail::io_object_access<socket_type>::member()).get_implementation();
+  if (impl.reactor_data_ == nullptr) {  // closed: Asio's read reports it
+    if (left) *left = queued::unknown;
+    return socket.async_read_some(buf, std::forward<CompletionToken>(token));
   }
-  return async_read_relay(socket, *cached, buf, std::forward<CompletionToken>(token), pending);
+  return async_read_relay(socket, detail::reactor_of_state(impl.reactor_data_), buf,
+                          std::forward<CompletionToken>(token), left);
 }
 
 #else  // not epoll, or no TCP_INQ: Asio's read
@@ -230,15 +241,15 @@ inline relay_reactor& reactor_of(boost::asio::io_context&) {
 template <typename Executor, typename CompletionToken>
 auto async_read_relay(boost::asio::basic_stream_socket<boost::asio::ip::tcp, Executor>& socket,
                       relay_reactor&, boost::asio::mutable_buffer buf, CompletionToken&& token,
-                      bool* pending = nullptr) {
-  if (pending) *pending = false;
+                      queued* left = nullptr) {
+  if (left) *left = queued::unknown;
   return socket.async_read_some(buf, std::forward<CompletionToken>(token));
 }
 template <typename Executor, typename CompletionToken>
 auto async_read_relay(boost::asio::basic_stream_socket<boost::asio::ip::tcp, Executor>& socket,
                       boost::asio::mutable_buffer buf, CompletionToken&& token,
-                      bool* pending = nullptr) {
-  if (pending) *pending = false;
+                      queued* left = nullptr) {
+  if (left) *left = queued::unknown;
   return socket.async_read_some(buf, std::forward<CompletionToken>(token));
 }
 
