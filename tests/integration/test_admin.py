@@ -66,6 +66,12 @@ def metric(samples, name, **labels):
     return sum(v for (n, ls), v in samples.items() if n == name and want <= set(ls))
 
 
+def downstream_active(port, listener):
+    """sluice_downstream_connections_active of `listener`, scraped from admin `port`."""
+    text = admin_get(port, "/metrics").body.decode()
+    return metric(parse_metrics(text), "sluice_downstream_connections_active", listener=listener)
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))

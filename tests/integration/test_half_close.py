@@ -58,9 +58,7 @@ class HalfCloseTest(h.SluiceTestCase):
         cls.admin = int(cls.sluice.wait_for_line(admin.ADMIN_LINE)[0].group(1))
 
     def active_connections(self):
-        text = admin.admin_get(self.admin, "/metrics").body.decode()
-        return admin.metric(admin.parse_metrics(text), "sluice_downstream_connections_active",
-                            listener="web")
+        return admin.downstream_active(self.admin, "web")
 
     def test_1_request_and_fin_together(self):
         cases = {

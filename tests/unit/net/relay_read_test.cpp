@@ -71,13 +71,17 @@ struct result {
 };
 
 // Runs one read to completion (bounded: a read that never completes fails the test instead
-// of hanging it).
-result read_once(asio::io_context& io, tcp::socket& s) {
+// of hanging it). With `left`, reports what the read found queued behind its bytes. With
+// `given_reactor` false, uses the form that finds the reactor through the socket.
+result read_once(asio::io_context& io, tcp::socket& s, queued* left = nullptr,
+                 bool given_reactor = true) {
   char buf[256];
   std::optional<result> r;
-  async_read_relay(s, reactor_of(io), asio::buffer(buf), [&](error_code ec, std::size_t n) {
-    r = result{ec, std::string(buf, n)};
-  });
+  auto done = [&](error_code ec, std::size_t n) { r = result{ec, std::string(buf, n)}; };
+  if (given_reactor)
+    async_read_relay(s, reactor_of(io), asio::buffer(buf), done, left);
+  else
+    async_read_relay(s, asio::buffer(buf), done, left);
   io.restart();
   for (int i = 0; i < 500 && !r; ++i) io.run_one_for(std::chrono::milliseconds(20));
   REQUIRE(r.has_value());
@@ -128,16 +132,9 @@ TEST_CASE("relay read: reports whether more is queued behind the bytes it return
         ::poll(&p, 1, 1);
         if ((p.revents & POLLIN) && (!fin || (p.revents & POLLRDHUP))) break;
       }
-      char buf[64];
       queued left = queued::unknown;
-      std::optional<result> r;
-      async_read_relay(
-          s, reactor_of(io), asio::buffer(buf),
-          [&](error_code ec, std::size_t n) { r = result{ec, std::string(buf, n)}; }, &left);
-      io.restart();
-      for (int i = 0; i < 500 && !r; ++i) io.run_one_for(std::chrono::milliseconds(20));
-      REQUIRE(r);
-      CHECK(r->data == "ab");
+      auto r = read_once(io, s, &left);
+      CHECK(r.data == "ab");
       // Only TCP_INQ can tell; without it the answer stays unknown.
       CHECK(left == (!inq ? queued::unknown : fin ? queued::more : queued::nothing));
       if (fin) CHECK(read_once(io, s).ec == asio::error::eof);
@@ -183,16 +180,9 @@ TEST_CASE("relay read: the reactor expects nothing to read until the socket sign
     const int peer = connect_to(l);
     auto s = accept_adopted(io, l, inq);
     send_all(peer, "a");
-    // The form without a reactor argument (the worker thread's reactor, looked up once).
-    char buf[64];
-    std::optional<result> r;
-    async_read_relay(s, asio::buffer(buf), [&](error_code ec, std::size_t n) {
-      r = result{ec, std::string(buf, n)};
-    });
-    io.restart();
-    for (int i = 0; i < 500 && !r; ++i) io.run_one_for(std::chrono::milliseconds(20));
-    REQUIRE(r);
-    CHECK(r->data == "a");
+    // The form without a reactor argument (the reactor found through the socket).
+    auto r = read_once(io, s, nullptr, false);
+    CHECK(r.data == "a");
     // Only TCP_INQ tells that the read emptied the socket.
     CHECK(expects_nothing_to_read(s) == inq);
     io.poll();  // no event yet: nothing changes
