@@ -85,6 +85,14 @@ std::string show(hash_on::kind k) {
   return "?";
 }
 std::string show(panic_mode p) { return p == panic_mode::spread ? "spread" : "fail"; }
+std::string show(listener_limits::underscore_action a) {
+  switch (a) {
+    case listener_limits::underscore_action::drop: return "drop";
+    case listener_limits::underscore_action::allow: return "allow";
+    case listener_limits::underscore_action::reject: return "reject";
+  }
+  return "?";
+}
 std::string show(tcp_options::limit_action a) {
   return a == tcp_options::limit_action::queue ? "queue" : "refuse";
 }
@@ -314,6 +322,7 @@ void diff_listener(std::vector<change>& out, const listener& a, const listener& 
   r.field("limits.max_body", a.limits.max_body, b.limits.max_body);
   r.field("limits.max_keepalive_requests", a.limits.max_keepalive_requests,
           b.limits.max_keepalive_requests);
+  r.field("headers_with_underscores", a.limits.underscores, b.limits.underscores);
   const auto &ta = a.tcp, &tb = b.tcp;
   r.field("tcp.idle_timeout", ta.idle_timeout, tb.idle_timeout);
   r.field("tcp.max_lifetime", ta.max_lifetime, tb.max_lifetime);

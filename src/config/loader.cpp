@@ -668,7 +668,8 @@ class reader {
   listener read_listener(const YAML::Node& node, const std::string& path) {
     static constexpr std::string_view keys[] = {"name",    "address",  "protocol", "routes",
                                                 "cluster", "timeouts", "limits",   "forwarded",
-                                                "tcp",     "http2",    "tls"};
+                                                "tcp",     "http2",    "tls",
+                                                "headers_with_underscores"};
     listener out;
     map_view m(ctx_, node, path, keys);
     if (!m.valid()) return out;
@@ -763,6 +764,15 @@ class reader {
     }
     if (auto* f = m.get("forwarded"))
       if (auto b = read_bool(ctx_, *f)) out.forwarded = *b;
+    if (auto* f = m.get("headers_with_underscores")) {
+      using action = listener_limits::underscore_action;
+      if (protocol_ok && out.protocol != listener::protocol_kind::http)
+        ctx_.error(f->key.Mark(), f->path,
+                   "'headers_with_underscores' is for listeners with protocol: http");
+      static constexpr choice<action> actions[] = {
+          {"drop", action::drop}, {"allow", action::allow}, {"reject", action::reject}};
+      if (auto v = read_enum(ctx_, *f, actions)) out.limits.underscores = *v;
+    }
     if (auto* f = m.get("http2")) {
       if (protocol_ok && out.protocol != listener::protocol_kind::http)
         ctx_.error(f->key.Mark(), f->path, "'http2' options are for listeners with protocol: http");

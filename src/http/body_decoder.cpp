@@ -17,26 +17,11 @@ bool feed(Parser& p, std::string_view head) {
 
 }  // namespace
 
-void prepare(request_parser& p, const config::listener_limits& limits) {
-  p.header_limit(limits.max_header_bytes);
-  if (limits.max_body > 0)
-    p.body_limit(limits.max_body);
-  else
-    p.body_limit(boost::none);
-  p.eager(false);
-}
-
 void prepare(response_parser& p, bool head_request) {
   p.header_limit(response_header_limit);
   p.body_limit(boost::none);
   p.eager(false);
   if (head_request) p.skip(true);
-}
-
-bool start_body(request_parser& p, std::string_view head) {
-  // Beast's parser does not take the empty lines a client may send before a request.
-  while (head.starts_with("\r\n")) head.remove_prefix(2);
-  return feed(p, head);
 }
 
 bool start_body(response_parser& p, std::string_view head) {

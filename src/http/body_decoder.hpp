@@ -1,6 +1,7 @@
-// Beast's parsers where sluice still uses them: decoding message bodies (chunked requests;
-// chunked, sized and close-delimited responses on the HTTP/2 bridge). Heads are parsed by
-// message_head; a decoder is handed a head that passed those checks, then the body.
+// Beast's parsers where sluice still uses them: decoding response bodies (chunked responses;
+// chunked, sized and close-delimited ones on the HTTP/2 bridge). Heads are parsed by
+// message_head; a decoder is handed a head that passed those checks, then the body. Chunked
+// request bodies have their own decoder (chunked_decoder.hpp).
 // Internal header: includes Beast.
 #pragma once
 
@@ -11,7 +12,6 @@
 #include <boost/beast/http/parser.hpp>
 
 #include "field_allocator.hpp"
-#include "sluice/config/config.hpp"
 
 namespace sluice::http {
 
@@ -19,21 +19,17 @@ namespace bhttp = boost::beast::http;
 
 /// Header fields of the decoded messages: their blocks come from the per-thread field pool.
 using fields = bhttp::basic_fields<field_allocator<char>>;
-using request_parser = bhttp::request_parser<bhttp::buffer_body, field_allocator<char>>;
 using response_parser = bhttp::response_parser<bhttp::buffer_body, field_allocator<char>>;
 
 /// Largest upstream response head accepted (bytes).
 inline constexpr std::size_t response_header_limit = 64 * 1024;
 
-/// A fresh request decoder with the listener's body limit.
-void prepare(request_parser& p, const config::listener_limits& limits);
 /// A fresh response decoder; `head_request`: the response to a HEAD request (no body).
 void prepare(response_parser& p, bool head_request);
 
 /// Hands a complete head (its bytes, as vetted by parse_request_head / parse_response_head) to
 /// a prepared decoder, which then takes the body that follows. False when the decoder refuses
 /// the head.
-bool start_body(request_parser& p, std::string_view head);
 bool start_body(response_parser& p, std::string_view head);
 
 }  // namespace sluice::http

@@ -47,7 +47,7 @@ std::string_view trim(std::string_view s) noexcept {
 }
 
 enum class special : std::uint8_t {
-  none, content_length, transfer_encoding, connection, upgrade, other_hop,
+  none, content_length, transfer_encoding, connection, upgrade, other_hop, date,
   // requests only (classify_request)
   host, expect, forwarded, x_forwarded_for, x_forwarded_other
 };
@@ -55,6 +55,7 @@ enum class special : std::uint8_t {
 special classify(std::string_view name) noexcept {
   switch (name.size()) {
     case 2: return iequals_lower(name, "te") ? special::other_hop : special::none;
+    case 4: return iequals_lower(name, "date") ? special::date : special::none;
     case 7:
       if (iequals_lower(name, "upgrade")) return special::upgrade;
       return iequals_lower(name, "trailer") ? special::other_hop : special::none;
@@ -130,6 +131,7 @@ struct field_facts {
   std::uint64_t length = 0;
   std::size_t transfer_encodings = 0;
   bool chunked = false;
+  bool date = false;
   std::string_view upgrade;
 };
 
@@ -152,10 +154,26 @@ bool scan_connection(std::string_view v, field_facts& ff) noexcept {
 // Parses field lines from `pos` up to and including the empty line that ends the head; `pos`
 // ends just past it. `classify_name(name)` says which fields matter; `on_other(f, kind)` takes
 // the ones the loop does not handle itself (the request-only kinds).
+// A request's framing fields get stricter rules than RFC 9110's grammar: a Content-Length is
+// one number with no leading zero (a list, even of equal numbers, or "0200", which an octal
+// reader takes for 128, is refused), and neither it nor Transfer-Encoding has a tab around its
+// value. What the proxy forwards is its own framing either way; the rules keep an upstream
+// that reads the original differently from ever seeing such a request.
+bool strict_framing_value(std::string_view value, const char* after_colon, const char* cr,
+                          bool number) noexcept {
+  for (const char* p = after_colon; p < cr; ++p)
+    if (*p == '\t') return false;
+  if (!number) return true;
+  if (value.empty() || (value.size() > 1 && value[0] == '0')) return false;
+  for (char c : value)
+    if (c < '0' || c > '9') return false;
+  return true;
+}
+
 template <class Classify, class OnOther>
 head_parse parse_fields(const char* base, std::size_t& pos, std::size_t avail,
                         std::vector<head_field>& fields, field_facts& ff, const char** error,
-                        Classify&& classify_name, OnOther&& on_other) {
+                        bool request, Classify&& classify_name, OnOther&& on_other) {
   for (;;) {
     if (pos >= avail) return head_parse::need_more;
     const char* p = base + pos;
@@ -177,7 +195,7 @@ head_parse parse_fields(const char* base, std::size_t& pos, std::size_t avail,
     while (q < cr && is_tchar(*q)) ++q;
     if (q == p || q == cr || *q != ':') return fail(error, "bad field name");
     std::string_view name(p, static_cast<std::size_t>(q - p));
-    ++q;
+    const char* after_colon = ++q;
     while (q < cr && is_ows(*q)) ++q;
     const char* v = q;
     for (; q < cr; ++q)
@@ -196,7 +214,9 @@ head_parse parse_fields(const char* base, std::size_t& pos, std::size_t avail,
       case special::none: break;
       case special::content_length: {
         std::uint64_t n = 0;
-        if (!parse_content_length(value, n)) return fail(error, "bad Content-Length");
+        if (!parse_content_length(value, n) ||
+            (request && !strict_framing_value(value, after_colon, cr, true)))
+          return fail(error, "bad Content-Length");
         if (ff.has_content_length && n != ff.length)
           return fail(error, "differing Content-Length");
         ff.has_content_length = true;
@@ -205,6 +225,8 @@ head_parse parse_fields(const char* base, std::size_t& pos, std::size_t avail,
         break;
       }
       case special::transfer_encoding:
+        if (request && !strict_framing_value(value, after_colon, cr, false))
+          return fail(error, "bad Transfer-Encoding");
         ++ff.transfer_encodings;
         ff.chunked = iequals_lower(value, "chunked");
         f.what = head_field::kind::hop_by_hop;
@@ -218,10 +240,14 @@ head_parse parse_fields(const char* base, std::size_t& pos, std::size_t avail,
         f.what = head_field::kind::hop_by_hop;
         break;
       case special::other_hop: f.what = head_field::kind::hop_by_hop; break;
+      case special::date: ff.date = true; break;
       default:
         on_other(f, kind);
         break;
     }
+    if (request && f.what == head_field::kind::end_to_end &&
+        std::memchr(name.data(), '_', name.size()) != nullptr)
+      f.what = head_field::kind::underscored;
     fields.push_back(f);
     pos = next;
   }
@@ -254,6 +280,7 @@ void response_head::reset() noexcept {
   size = 0;
   framing = body_framing::eof;
   length = 0;
+  has_date = false;
   keep_alive = false;
   has_content_length = false;
   connection_upgrade = false;
@@ -312,7 +339,7 @@ head_parse parse_response_head(std::string_view buf, std::size_t limit, bool hea
   h.status_line_end = static_cast<std::uint32_t>(pos);
 
   field_facts ff;
-  auto r = parse_fields(base, pos, avail, h.fields, ff, error, classify,
+  auto r = parse_fields(base, pos, avail, h.fields, ff, error, false, classify,
                         [](head_field&, special) {});
   if (r == head_parse::need_more) return need_more();
   if (r != head_parse::done) return r;
@@ -322,6 +349,7 @@ head_parse parse_response_head(std::string_view buf, std::size_t limit, bool hea
   h.connection_upgrade = ff.connection_upgrade;
   h.connection_names_fields = ff.names_fields;
   h.upgrade = ff.upgrade;
+  h.has_date = ff.date;
 
   if (const char* bad = check_transfer_encoding(ff)) return fail(error, bad);
   if (head_request || h.status < 200 || h.status == 204 || h.status == 304) {
@@ -388,6 +416,44 @@ void request_head::rebase(const char* from, const char* to) noexcept {
   }
 }
 
+namespace {
+
+constexpr std::size_t max_method = 32;  // longer "methods" are refused (400)
+
+// What origin-form and absolute-form targets may not carry, beyond control characters and
+// spaces: bytes outside ASCII (RFC 3986 has none; nginx passes them, HAProxy and Envoy refuse
+// them), a fragment ('#' is never sent, RFC 9112 §3.2), a backslash (some servers read it as
+// '/'), and NUL, CR or LF percent-encoded (decoded by an upstream, they truncate a path or
+// split a header).
+const char* check_target(std::string_view t) noexcept {
+  for (std::size_t i = 0; i < t.size(); ++i) {
+    auto u = static_cast<unsigned char>(t[i]);
+    if (u <= 0x20 || u == 0x7f) return "malformed request line";
+    if (u >= 0x80) return "non-ASCII byte in the request target";
+    if (u == '#') return "fragment in the request target";
+    if (u == '\\') return "backslash in the request target";
+    if (u == '%' && i + 2 < t.size() && t[i + 1] == '0') {
+      char c = lower(t[i + 2]);
+      if (c == '0' || c == 'a' || c == 'd')
+        return "percent-encoded NUL, CR or LF in the request target";
+    }
+  }
+  return nullptr;
+}
+
+// CONNECT host:port: the port is 1 to 5 digits.
+bool valid_connect_port(std::string_view authority) noexcept {
+  auto colon = authority.rfind(':');
+  if (colon == std::string_view::npos) return false;
+  auto port = authority.substr(colon + 1);
+  if (port.empty() || port.size() > 5) return false;
+  for (char c : port)
+    if (c < '0' || c > '9') return false;
+  return true;
+}
+
+}  // namespace
+
 request_verdict parse_request_head(std::string_view buf, const config::listener_limits& limits,
                                    request_head& h) {
   h.reset();
@@ -414,6 +480,10 @@ request_verdict parse_request_head(std::string_view buf, const config::listener_
   const char* start = base + skip;
   std::size_t rest = avail - (skip < avail ? skip : avail);
   const char* lf = static_cast<const char*>(std::memchr(start, '\n', rest));
+  // A method that goes on and on is refused as such (400), not as a long line (414).
+  if (std::memchr(start, ' ', std::min(rest, max_method + 1)) == nullptr &&
+      (lf ? static_cast<std::size_t>(lf - start) : rest) > max_method)
+    return reject(400, "method too long");
   if (!lf) {
     // No line break yet: refused as soon as the line is visibly too long, or the head full.
     if (rest > line_scan || buf.size() >= head_limit) return reject(414, "request line too long");
@@ -430,13 +500,17 @@ request_verdict parse_request_head(std::string_view buf, const config::listener_
     if (sp2 == std::string_view::npos || sp2 == sp1 + 1)
       return reject(400, "malformed request line");
     h.method = line.substr(0, sp1);
-    for (char c : h.method)
+    if (h.method.size() > max_method) return reject(400, "method too long");
+    for (char c : h.method) {
       if (!is_tchar(c)) return reject(400, "malformed request line");
-    h.target = line.substr(sp1 + 1, sp2 - sp1 - 1);
-    for (char c : h.target) {
-      auto u = static_cast<unsigned char>(c);
-      if (u <= 0x20 || u == 0x7f) return reject(400, "malformed request line");
+      // Methods are case-sensitive and every registered one is upper case: "get" is not GET,
+      // and an upstream that folds case would see a different request than the proxy (nginx
+      // refuses these too).
+      if (c >= 'a' && c <= 'z') return reject(400, "method not in upper case");
     }
+    if (h.method == "TRACE") return reject(405, "TRACE is not allowed");
+    h.target = line.substr(sp1 + 1, sp2 - sp1 - 1);
+    if (const char* bad = check_target(h.target)) return reject(400, bad);
     auto version = line.substr(sp2 + 1);
     if (version.size() != 8 || version.substr(0, 5) != "HTTP/" || version[6] != '.' ||
         version[5] < '0' || version[5] > '9' || version[7] < '0' || version[7] > '9')
@@ -450,7 +524,7 @@ request_verdict parse_request_head(std::string_view buf, const config::listener_
   field_facts ff;
   std::size_t hosts = 0;
   const char* error = "";
-  auto r = parse_fields(base, pos, avail, h.fields, ff, &error, classify_request,
+  auto r = parse_fields(base, pos, avail, h.fields, ff, &error, true, classify_request,
                         [&](head_field& f, special kind) {
                           switch (kind) {
                             case special::host:
@@ -474,6 +548,10 @@ request_verdict parse_request_head(std::string_view buf, const config::listener_
   }
   if (r == head_parse::malformed) return reject(400, error);
   h.size = pos;
+  if (limits.underscores == config::listener_limits::underscore_action::reject)
+    for (const auto& f : h.fields)
+      if (f.what == head_field::kind::underscored)
+        return reject(400, "header field name with an underscore");
   if (h.fields.size() > limits.max_headers) return reject(431, "too many header fields");
   if (const char* bad = check_transfer_encoding(ff)) return reject(400, bad);
   if (ff.transfer_encodings > 0 && h.version == 10)
@@ -489,10 +567,17 @@ request_verdict parse_request_head(std::string_view buf, const config::listener_
     case target_form::asterisk:
       if (h.method != "OPTIONS") return reject(400, "'*' target with a method other than OPTIONS");
       break;
-    case target_form::authority: return reject(connect ? 405 : 400, "CONNECT is not supported");
+    case target_form::authority:
+      if (!connect) return reject(400, "authority-form target without CONNECT");
+      // RFC 9110 §9.3.6: a CONNECT to an empty or invalid port is refused with 400.
+      if (!valid_connect_port(h.target)) return reject(400, "CONNECT without a valid port");
+      return reject(405, "CONNECT is not supported");
     case target_form::invalid: return reject(400, "invalid request target");
   }
-  if (connect) return reject(405, "CONNECT is not supported");
+  if (connect) return reject(400, "CONNECT needs an authority-form target (host:port)");
+  // Expect: only 100-continue is known (RFC 9110 §10.1.1 lets anything else get 417).
+  if (!h.expect.empty() && !iequals_lower(h.expect, "100-continue"))
+    return reject(417, "unsupported expectation");
 
   h.has_content_length = ff.has_content_length;
   h.length = ff.length;

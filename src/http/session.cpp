@@ -31,6 +31,7 @@
 
 #include "field_allocator.hpp"
 #include "body_decoder.hpp"
+#include "chunked_decoder.hpp"
 #include "h2/proxy.hpp"
 #include "net/relay_read.hpp"
 #include "net/tls_server.hpp"
@@ -57,6 +58,7 @@ using namespace std::string_view_literals;  // appends of literals: no strlen at
 namespace {
 
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+constexpr std::size_t chunk_line_limit = 4096;      // a chunk-size line with its extensions
 constexpr std::size_t read_chunk = 16 * 1024;      // downstream/upstream head reads
 // What a woken parked connection reads at first (like nginx's client_header_buffer_size): a
 // head that does not fit is read on in read_chunk steps.
@@ -151,6 +153,18 @@ std::string_view find_cookie(std::string_view header, std::string_view name) {
                                                   const char* reason) {
   SLUICE_LOG(info, "client " << client << " sent a bad request head (" << reason
                               << "): answered " << status);
+}
+
+// "Date: <now>\r\n" (RFC 9110 §6.6.1: a proxy adds one to a response that has none).
+void append_date(std::string& h) {
+  h += "Date: "sv;
+  h += core::http_date();
+  h += "\r\n"sv;
+}
+
+[[gnu::noinline, gnu::cold]] void log_bad_body(const std::string& client,
+                                               std::string_view reason) {
+  SLUICE_LOG(info, "client " << client << " sent a bad chunked body (" << reason << ")");
 }
 
 [[gnu::noinline, gnu::cold]] void log_http1_to_h2(const std::string& cluster) {
@@ -349,7 +363,6 @@ class session final : public session_base,
     listener_.reset();  // no configuration kept alive by an idle server
     rec_.reset();
     up_.reset();
-    req_.reset();
     req_head_.reset();
     res_.reset();
     head_in_.reset();
@@ -476,7 +489,6 @@ class session final : public session_base,
       bool keep = co_await handle();
       write_access_log();
       record_metrics();  // direct answers; proxied requests recorded themselves in proxy()
-      req_.reset();
       res_.reset();  // the response's fields: not kept while the connection idles
       if (!keep) break;
       refresh_listener();
@@ -545,7 +557,6 @@ class session final : public session_base,
   // Reads and vets the next request head. False: close the connection (any error answer has
   // been sent already).
   asio::awaitable<bool> read_head(bool first) {
-    req_.reset();
     reset_request_log();
     // The first request must arrive within the header timeout; later ones get the keep-alive
     // idle timeout until their first byte, then the header timeout for the rest of the head.
@@ -573,17 +584,10 @@ class session final : public session_base,
           down_buf_.consume(req_head_.size);
           bytes_in_ = req_head_.size;
           target_ = req_head_.target_parts;
-          if (req_head_.framing == body_framing::chunked) {
-            // Beast's parser decodes chunked bodies: it takes the head first.
-            req_.emplace();
-            prepare(*req_, *limits_);
-            if (!start_body(*req_, req_raw_)) {
-              req_.reset();
-              mark_start();
-              co_await send_simple(400, false);
-              co_return false;
-            }
-          }
+          if (req_head_.framing == body_framing::chunked)
+            chunks_.reset({.max_line = chunk_line_limit,
+                           .max_trailers = limits_->max_header_bytes,
+                           .max_body = limits_->max_body});
           co_return true;
         }
         if (r.what == head_parse::malformed) {
@@ -663,7 +667,9 @@ class session final : public session_base,
     body_complete_ = body_in_memory_;
 
     std::string_view host = target_.form == target_form::absolute ? target_.authority : req.host;
-    int idx = listener_->routes ? listener_->routes->match(host, target_.path) : -1;
+    // OPTIONS * asks about the server as a whole: it goes where the host's "/" goes.
+    std::string_view path = target_.form == target_form::asterisk ? "/"sv : target_.path;
+    int idx = listener_->routes ? listener_->routes->match(host, path) : -1;
     if (idx >= 0 && static_cast<std::size_t>(idx) < listener_->route_metrics.size())
       metrics_route_ = listener_->route_metrics[static_cast<std::size_t>(idx)];
     if (idx < 0) {
@@ -845,6 +851,10 @@ class session final : public session_base,
     // listener adds its own) Forwarded are gathered to be appended to.
     append_field_lines(h, req_raw_, req.fields, [&](const head_field& f) {
       switch (f.what) {
+        case kind::underscored:
+          if (limits_->underscores != config::listener_limits::underscore_action::allow)
+            return false;
+          [[fallthrough]];
         case kind::end_to_end:
           return !req.connection_names_fields || !named_by_connection(req.fields, f.name);
         case kind::host: return !absolute;
@@ -1145,33 +1155,24 @@ class session final : public session_base,
     co_return relay::ok;
   }
 
-  // Chunked request body: decoded by the parser, re-framed as chunks (extensions and trailers
-  // are not forwarded).
+  // Chunked request body: decoded (chunked_decoder), re-framed as chunks (extensions and
+  // trailers are not forwarded).
   asio::awaitable<relay> relay_chunked_request(upstream_conn& conn, const config::cluster& ccfg) {
-    auto& p = *req_;
+    auto& p = chunks_;
     char* buf = request_relay_buffer();
     for (;;) {
       std::size_t got = 0;
-      error_code ec;
-      while (down_buf_.size() > 0 && !p.is_done() && got < relay_size) {
-        p.get().body().data = buf + got;
-        p.get().body().size = relay_size - got;
-        auto n = p.put(down_buf_.data(), ec);
-        got = relay_size - p.get().body().size;
+      if (down_buf_.size() > 0) {
+        auto n = p.decode({static_cast<const char*>(down_buf_.data().data()), down_buf_.size()},
+                          buf, relay_size, got);
         down_buf_.consume(n);
-        if (ec == bhttp::error::need_buffer) ec = {};
-        if (ec == bhttp::error::need_more) {
-          ec = {};
-          break;
-        }
-        if (ec) break;
-        if (n == 0) break;
       }
-      if (ec) {
-        body_status_ = ec == bhttp::error::body_limit ? 413 : 400;
+      if (p.failed()) {
+        log_bad_body(client_ip_, chunked_decoder::describe(p.why()));
+        body_status_ = p.status();
         co_return relay::client_failed;
       }
-      bool done = p.is_done();
+      bool done = p.done();
       if (got > 0 || done) {
         char size_line[24];
         std::size_t sl = 0;
@@ -1233,6 +1234,7 @@ class session final : public session_base,
     // Content-Length is relayed as-is when there is no body to frame (HEAD, 304): it describes
     // the entity.
     append_end_to_end_fields(h, raw, in_head, in != framing::none);
+    if (!in_head.has_date) append_date(h);
     if (in == framing::length) {
       h += "Content-Length: "sv;
       append_number(h, length);
@@ -1491,7 +1493,11 @@ class session final : public session_base,
     h += ' ';
     auto text = reason_phrase(status);
     h += text;
-    h += "\r\nServer: sluice\r\nContent-Type: text/plain\r\nContent-Length: "sv;
+    h += "\r\nServer: sluice\r\n"sv;
+    append_date(h);
+    h += "Content-Type: text/plain\r\n"sv;
+    if (status == 405) h += "Allow: GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS\r\n"sv;
+    h += "Content-Length: "sv;
     append_number(h, text.size() + 5);
     h += keep_alive_ ? "\r\n\r\n" : "\r\nConnection: close\r\n\r\n";
     append_number(h, status);
@@ -1514,6 +1520,7 @@ class session final : public session_base,
     h += ' ';
     h += reason_phrase(d.status);
     h += "\r\n"sv;
+    append_date(h);
     bool no_body = d.status < 200 || d.status == 204 || d.status == 304;
     if (!no_body) {
       if (!d.content_type.empty()) {
@@ -1668,7 +1675,7 @@ class session final : public session_base,
   std::string client_ip_;
   request_head req_head_;              // the request being served: views into req_raw_
   std::string req_raw_;                // its head's bytes
-  std::optional<request_parser> req_;  // chunked request bodies: Beast decodes the chunks
+  chunked_decoder chunks_;  // chunked request bodies
   std::optional<response_parser> res_;  // chunked responses: Beast decodes the chunks
   response_head head_in_;                // the upstream's response head
   split_target target_;

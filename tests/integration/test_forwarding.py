@@ -26,8 +26,17 @@ class ForwardingTest(h.SluiceTestCase):
     @classmethod
     def setUpClass(cls):
         (cls.backend,) = cls.start_backends("f")
-        cfg = h.config([h.listener("plain"), h.listener("fwd", forwarded=True)],
-                       [h.cluster("main", [cls.backend])], workers=2)
+        # An upstream that sets its own Date, on the /dated route.
+        cls.dated = cls.start_scripted(
+            lambda req: ("respond", 200, [("Date", "Sun, 06 Nov 1994 08:49:37 GMT")], b"ok"),
+            "dated")
+        routes = [{"match": {"path_prefix": "/dated"}, "cluster": "dated"},
+                  {"match": {"path_prefix": "/"}, "cluster": "main"}]
+        cfg = h.config([h.listener("plain", routes=routes), h.listener("fwd", forwarded=True),
+                        h.listener("underscores", headers_with_underscores="allow"),
+                        h.listener("strict", headers_with_underscores="reject")],
+                       [h.cluster("main", [cls.backend]), h.cluster("dated", [cls.dated])],
+                       workers=2)
         cls.sluice = cls.start_sluice(cfg)
 
     def fetch(self, headers=None, host="app.example:8080", listener="plain", path="/headers"):
@@ -127,6 +136,55 @@ class ForwardingTest(h.SluiceTestCase):
         self.assertEqual(elements[0], "for=192.0.2.60;proto=https")
         self.assertIn("for=", elements[1])
         self.assertIn("127.0.0.1", elements[1])
+
+
+    # ---- fields the proxy adds or drops on its own account (nginx's defaults) ----------------
+
+    def test_headers_with_underscores_dropped_by_default(self):
+        # A CGI-style upstream maps "Content_Length" and "Content-Length" to one variable.
+        _, fields = self.fetch([("X_Secret", "1"), ("Content_Length", "99"), ("X-Kept", "2")])
+        self.assertEqual(values(fields, "X_Secret"), [])
+        self.assertEqual(values(fields, "Content_Length"), [])
+        self.assertEqual(values(fields, "X-Kept"), ["2"])
+
+    def test_headers_with_underscores_allowed(self):
+        _, fields = self.fetch([("X_Secret", "1"), ("X-Kept", "2")], listener="underscores")
+        self.assertEqual(values(fields, "X_Secret"), ["1"])
+        self.assertEqual(values(fields, "X-Kept"), ["2"])
+
+    def test_headers_with_underscores_rejected(self):
+        c1 = self.backend.count()
+        step = self.backend.count() - c1  # what one /count call adds by itself
+        before = self.backend.count()
+        r = h.request(self.sluice.ports["strict"], "GET", "/headers", headers=[("X_Secret", "1")])
+        self.assertEqual(r.status, 400)
+        r = h.request(self.sluice.ports["strict"], "GET", "/headers", headers=[("X-Ok", "1")])
+        self.assertEqual(r.status, 200)
+        # Only the second request reached the upstream (workers=2 share it: no other traffic).
+        self.assertEqual(self.backend.count() - before - step, 1)
+
+    def test_date_added_when_the_upstream_sends_none(self):
+        r = h.request(self.sluice.ports["plain"], "GET", "/")
+        self.assertEqual(r.status, 200)
+        dates = r.all("Date")
+        self.assertEqual(len(dates), 1)
+        self.assertRegex(dates[0], r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d [A-Z][a-z]{2} \d{4} "
+                                   r"\d\d:\d\d:\d\d GMT$")
+
+    def test_upstream_date_kept(self):
+        r = h.request(self.sluice.ports["plain"], "GET", "/dated")
+        self.assertEqual((r.status, r.body), (200, b"ok"))
+        self.assertEqual(r.all("Date"), ["Sun, 06 Nov 1994 08:49:37 GMT"])
+
+    def test_own_answers_carry_date(self):
+        r = h.request(self.sluice.ports["plain"], "TRACE", "/")
+        self.assertEqual(r.status, 405)
+        self.assertEqual(len(r.all("Date")), 1)
+        self.assertIn("GET", r.header("Allow", ""))
+
+    def test_options_asterisk_goes_where_slash_goes(self):
+        r = h.request(self.sluice.ports["plain"], "OPTIONS", "*")
+        self.assertEqual((r.status, r.header("X-Backend")), (200, "f"))
 
 
 if __name__ == "__main__":

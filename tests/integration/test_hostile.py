@@ -79,7 +79,8 @@ class HostileTest(h.SluiceTestCase):
         self.assertRejected(raw)
 
     def test_bad_content_length_values(self):
-        for value in (b"5, 6", b"-1", b"+5", b"0x10", b"5 5", b"abc", b"99999999999999999999999"):
+        for value in (b"5, 6", b"5, 5", b"05", b"-1", b"+5", b"0x10", b"5 5", b"abc", b"\t5",
+                      b"99999999999999999999999"):
             with self.subTest(value=value):
                 raw = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: " + value + b"\r\n\r\nhello"
                 # An overflowing length may also be refused as larger than max_body.
@@ -96,6 +97,62 @@ class HostileTest(h.SluiceTestCase):
         raw = (b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
                b"zz\r\nhello\r\n0\r\n\r\n")
         self.assertRejected(raw, upstream_may_see=True)
+
+    def test_chunked_trailer_ended_by_bare_lf(self):
+        # The last chunk's trailer section ended by a bare LF: refused at once (it used to wait
+        # for a CRLF CRLF until the body timeout), and nothing smuggled behind it is served.
+        for tail in (b"0\r\n\n", b"0\r\nX: a\nb\r\n\r\n",
+                     b"0\r\n\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"):
+            with self.subTest(tail=tail):
+                raw = (b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                       b"5\r\nhello\r\n" + tail)
+                started = time.monotonic()
+                self.assertRejected(raw, upstream_may_see=True)
+                self.assertLess(time.monotonic() - started, 1.9, "answered only at the body timeout")
+
+    def test_chunk_line_too_long(self):
+        raw = (b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"5;ext=" + b"A" * 100000 + b"\r\nhello\r\n0\r\n\r\n")
+        self.assertRejected(raw, upstream_may_see=True)
+
+    def test_chunk_syntax(self):
+        for body in (b"5 \r\nhello\r\n0\r\n\r\n", b"5;\r\nhello\r\n0\r\n\r\n",
+                     b"5\nhello\r\n0\r\n\r\n", b"5\r\nhello\n0\r\n\r\n",
+                     b"5\r\nhello\r\n0\r\nA : b\r\n\r\n"):
+            with self.subTest(body=body):
+                raw = (b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                       + body)
+                self.assertRejected(raw, upstream_may_see=True)
+
+    def test_chunked_body_with_extensions_and_trailers_relayed(self):
+        raw = (b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"5;a=b;c=\"d e\"\r\nhello\r\n6\r\n world\r\n0\r\nX-T: 1\r\n\r\n")
+        with h.Conn(self.port) as c:
+            c.send(raw)
+            r = c.read_response()
+        self.assertEqual((r.status, r.body), (200, b"hello world"))
+
+    # ---- request line and target ------------------------------------------------------------
+
+    def test_methods_refused(self):
+        for line, status in ((b"get / HTTP/1.1", 400), (b"Get / HTTP/1.1", 400),
+                             (b"TRACE / HTTP/1.1", 405), (b"CONNECT x:443 HTTP/1.1", 405),
+                             (b"CONNECT x: HTTP/1.1", 400), (b"CONNECT /path HTTP/1.1", 400),
+                             (b"A" * 100 + b" / HTTP/1.1", 400)):
+            with self.subTest(line=line):
+                self.assertRejected(line + b"\r\nHost: x\r\n\r\n", statuses=(status,))
+        # A method that never ends: 400 as soon as it is too long to be one.
+        self.assertRejected(b"A" * 100000, statuses=(400,))
+
+    def test_targets_refused(self):
+        for target in (b"/caf\xc3\xa9", b"/\xc0\xaf", b"/p#frag", b"/p\\f", b"/p%00.html",
+                       b"/p%0d%0aX-Injected:%20true", b"/p%0A"):
+            with self.subTest(target=target):
+                self.assertRejected(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+
+    def test_unknown_expectation(self):
+        self.assertRejected(b"GET / HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\n\r\n",
+                            statuses=(417,))
 
     # ---- header syntax --------------------------------------------------------------------
 

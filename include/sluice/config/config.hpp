@@ -166,6 +166,11 @@ struct listener_limits {
   std::uint32_t max_headers = 100;           ///< field count; more → 431
   std::uint64_t max_body = 0;                ///< bytes; 0 = unlimited; larger → 413
   std::uint32_t max_keepalive_requests = 1000;  ///< then Connection: close (nginx keepalive_requests)
+  /// Request header fields whose name has '_' (`headers_with_underscores`): dropped (nginx's
+  /// default), forwarded, or the request refused with 400. A CGI-style upstream maps '-' and
+  /// '_' to the same variable, so "Content_Length" could pass for Content-Length there.
+  enum class underscore_action : std::uint8_t { drop, allow, reject };
+  underscore_action underscores = underscore_action::drop;
 };
 
 /// PROXY protocol (HAProxy's proxy-protocol.txt) on a tcp listener.

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstdint>
 #include <ctime>
+#include <string_view>
 
 namespace sluice::core {
 
@@ -25,6 +26,11 @@ inline std::uint32_t ms32(std::chrono::steady_clock::time_point t) noexcept {
   return static_cast<std::uint32_t>(
       std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count());
 }
+
+/// The current time as an HTTP date (RFC 9110 §5.6.7, "Sun, 06 Nov 1994 08:49:37 GMT"), for
+/// Date fields: formatted at most once a second per thread, from the coarse wall clock. The
+/// view stays valid on this thread until the next call.
+std::string_view http_date() noexcept;
 
 /// ms32(coarse_now()).
 inline std::uint32_t coarse_ms() noexcept { return ms32(coarse_now()); }

@@ -40,6 +40,7 @@ struct head_field {
     forwarded,          ///< Forwarded
     x_forwarded_for,    ///< X-Forwarded-For (the proxy appends to it)
     x_forwarded_other,  ///< X-Forwarded-Proto, X-Forwarded-Host (the proxy sets them)
+    underscored,        ///< an end-to-end field whose name has '_' (headers_with_underscores)
   };
   std::string_view name;
   std::string_view value;      ///< without surrounding whitespace
@@ -66,6 +67,7 @@ struct response_head {
   /// hop-by-hop too (RFC 9110 §7.6.1); see `named_by_connection`.
   bool connection_names_fields = false;
   std::string_view upgrade;  ///< the Upgrade field's value (empty when none)
+  bool has_date = false;     ///< a Date field came (else the proxy adds one, RFC 9110 §6.6.1)
   std::vector<head_field> fields;
 
   /// Forgets the previous head; keeps the fields' storage unless it grew large.
@@ -117,7 +119,11 @@ struct request_verdict {
 /// `max_body` (413), a version other than HTTP/1.0 or 1.1 (400; 505 for HTTP/1.2–1.9),
 /// Transfer-Encoding in HTTP/1.0, no Host in HTTP/1.1, several Host fields or an invalid
 /// one, a target that is not origin-form, absolute-form or `*` with OPTIONS (400), CONNECT
-/// (405).
+/// (405; 400 without a valid host:port), TRACE (405), a method with lower-case letters or
+/// longer than 32 bytes (400), a target with bytes outside ASCII, '#', '\\' or a
+/// percent-encoded NUL, CR or LF (400), a Content-Length that is a list or has a leading zero,
+/// a tab around a Content-Length or Transfer-Encoding value (400), an Expect other than
+/// 100-continue (417), and a field name with '_' when `limits.underscores` says reject (400).
 request_verdict parse_request_head(std::string_view buffered,
                                    const config::listener_limits& limits, request_head& out);
 

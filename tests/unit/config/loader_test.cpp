@@ -373,6 +373,15 @@ TEST_CASE("wrong shapes and protocols", "[config]") {
         "test.yaml:6:5: listeners[0].routes: 'routes' are for http listeners; a tcp listener "
         "forwards to its 'cluster'");
   CHECK(error_of("listeners: [ { name: web, address: '127.0.0.1:0', routes: [ { direct: {} } ], "
+                 "headers_with_underscores: dropped } ]\n") ==
+        "test.yaml:1:105: listeners[0].headers_with_underscores: expected one of drop, allow or "
+        "reject, got 'dropped'");
+  CHECK(error_of("listeners: [ { name: web, address: '127.0.0.1:0', protocol: tcp, cluster: c, "
+                 "headers_with_underscores: allow } ]\n"
+                 "clusters: [ { name: c, endpoints: [ 127.0.0.1:1 ] } ]\n") ==
+        "test.yaml:1:78: listeners[0].headers_with_underscores: 'headers_with_underscores' is for "
+        "listeners with protocol: http");
+  CHECK(error_of("listeners: [ { name: web, address: '127.0.0.1:0', routes: [ { direct: {} } ], "
                  "forwarded: 1 } ]\n") ==
         "test.yaml:1:90: listeners[0].forwarded: expected true or false, got '1'");
   CHECK(error_of("listeners: [ { name: 'a b', address: 127.0.0.1:0, routes: [ { direct: {} } ] } ]\n") ==
