@@ -12,6 +12,7 @@
 #include <boost/beast/http/parser.hpp>
 
 #include "field_allocator.hpp"
+#include "sluice/http/message_head.hpp"  // response_header_limit
 
 namespace sluice::http {
 
@@ -20,9 +21,6 @@ namespace bhttp = boost::beast::http;
 /// Header fields of the decoded messages: their blocks come from the per-thread field pool.
 using fields = bhttp::basic_fields<field_allocator<char>>;
 using response_parser = bhttp::response_parser<bhttp::buffer_body, field_allocator<char>>;
-
-/// Largest upstream response head accepted (bytes).
-inline constexpr std::size_t response_header_limit = 64 * 1024;
 
 /// A fresh response decoder; `head_request`: the response to a HEAD request (no body).
 void prepare(response_parser& p, bool head_request);

@@ -27,10 +27,10 @@
 #include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/string.hpp>
 #include <boost/beast/http/error.hpp>
 
 #include "field_allocator.hpp"
-#include "body_decoder.hpp"
 #include "chunked_decoder.hpp"
 #include "h2/proxy.hpp"
 #include "net/relay_read.hpp"
@@ -364,7 +364,6 @@ class session final : public session_base,
     rec_.reset();
     up_.reset();
     req_head_.reset();
-    res_.reset();
     head_in_.reset();
     relay_.reset();
     req_relay_.reset();
@@ -489,7 +488,6 @@ class session final : public session_base,
       bool keep = co_await handle();
       write_access_log();
       record_metrics();  // direct answers; proxied requests recorded themselves in proxy()
-      res_.reset();  // the response's fields: not kept while the connection idles
       if (!keep) break;
       refresh_listener();
     }
@@ -1066,18 +1064,8 @@ class session final : public session_base,
     }
     unsigned status = head_in_.status;
     std::size_t head_size = head_in_.size;
-    if (head_in_.framing == body_framing::chunked) {
-      // The chunk decoder is Beast's: its parser takes the head once more, then the body.
-      res_.emplace();
-      prepare(*res_, head_request);
-      if (!start_body(*res_, {static_cast<const char*>(conn.buffer.data().data()), head_size}) ||
-          !res_->chunked()) {
-        lease.report(pool::outcome::reset);
-        log_upstream(*b, " sent a malformed response: ", "refused by the chunk decoder");
-        fail_status = 502;
-        co_return attempt::failed;
-      }
-    }
+    if (head_in_.framing == body_framing::chunked)
+      res_chunks_.reset({.max_line = chunk_line_limit, .max_trailers = response_header_limit});
     lease.report(status >= 500 ? pool::outcome::http_5xx : pool::outcome::success);
     status_ = status;
 
@@ -1347,12 +1335,12 @@ class session final : public session_base,
     co_return relay::ok;
   }
 
-  // Chunked (decoded by the parser) or close-delimited upstream body; to the client as chunks
+  // Chunked (decoded by res_chunks_) or close-delimited upstream body; to the client as chunks
   // or raw (close-delimited).
   asio::awaitable<relay> relay_unknown_length_response(upstream_conn& conn,
                                                        const config::cluster& ccfg, bool chunked,
                                                        bool out_chunked) {
-    auto& rp = *res_;
+    auto& rp = res_chunks_;
     char* buf = relay_buffer();
     bool head_pending = true;
     bool eof = false;
@@ -1360,25 +1348,17 @@ class session final : public session_base,
       std::size_t got = 0;
       bool done = false;
       if (chunked) {
-        error_code ec;
-        while (conn.buffer.size() > 0 && !rp.is_done() && got < relay_size) {
-          rp.get().body().data = buf + got;
-          rp.get().body().size = relay_size - got;
-          auto n = rp.put(conn.buffer.data(), ec);
-          got = relay_size - rp.get().body().size;
+        if (conn.buffer.size() > 0) {
+          auto n = rp.decode(
+              {static_cast<const char*>(conn.buffer.data().data()), conn.buffer.size()}, buf,
+              relay_size, got);
           conn.buffer.consume(n);
-          if (ec == bhttp::error::need_buffer) ec = {};
-          if (ec == bhttp::error::need_more) {
-            ec = {};
-            break;
-          }
-          if (ec || n == 0) break;
         }
-        if (ec) {
-          last_up_ec_ = ec;
+        if (rp.failed()) {  // logged by the caller ("failed in the response body")
+          last_up_ec_ = beast::http::error::bad_chunk;
           co_return relay::upstream_failed;
         }
-        done = rp.is_done();
+        done = rp.done();
       } else {
         got = std::min(conn.buffer.size(), relay_size);
         std::memcpy(buf, conn.buffer.data().data(), got);
@@ -1676,7 +1656,7 @@ class session final : public session_base,
   request_head req_head_;              // the request being served: views into req_raw_
   std::string req_raw_;                // its head's bytes
   chunked_decoder chunks_;  // chunked request bodies
-  std::optional<response_parser> res_;  // chunked responses: Beast decodes the chunks
+  chunked_decoder res_chunks_;  // chunked response bodies
   response_head head_in_;                // the upstream's response head
   split_target target_;
   std::shared_ptr<upstream_conn> up_;

@@ -4,6 +4,7 @@ client (fields, framing, interim responses, reasons), and the malformed heads th
 
 import os
 import sys
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -27,6 +28,12 @@ RAW = {
                            False),
     "/http10-keep-alive": (b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n"
                            b"\r\nka", False),
+    # A malformed chunked body (after the head went out): the client's connection is cut
+    # short, at once. The upstream keeps its connection open.
+    "/bad-body/trailer-bare-lf": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                  b"5\r\nhello\r\n0\r\n\n", False),
+    "/bad-body/size": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                       b"5\r\nhello\r\nzz\r\n", False),
     # Malformed: each must give the client a 502.
     "/bad/bare-lf": (b"HTTP/1.1 200 OK\nContent-Length: 2\n\nok", True),
     "/bad/bare-lf-field": (b"HTTP/1.1 200 OK\r\nX-A: 1\nContent-Length: 2\r\n\r\nok", True),
@@ -139,6 +146,17 @@ class UpstreamResponsesTest(h.SluiceTestCase):
                 self.assertEqual(r.status, 502, f"{path}: {r!r}")
         self.assertTrue(self.sluice.alive())
         # And the proxy goes on serving.
+        self.assertEqual(self.get("/fields").status, 200)
+
+    def test_malformed_chunked_body_cuts_the_response_short(self):
+        for path in sorted(p for p in RAW if p.startswith("/bad-body/")):
+            with self.subTest(path=path), h.Conn(self.port, timeout=10) as c:
+                started = time.monotonic()
+                c.send(h.build_request("GET", path))
+                with self.assertRaises(h.ConnectionClosed):
+                    c.read_response()  # the head and "hello" arrive, the last chunk never
+                # Closed well before the cluster's read timeout (60 s by default) would fire.
+                self.assertLess(time.monotonic() - started, 8)
         self.assertEqual(self.get("/fields").status, 200)
 
 

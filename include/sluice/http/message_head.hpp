@@ -76,6 +76,9 @@ struct response_head {
 
 enum class head_parse : std::uint8_t { need_more, done, malformed };
 
+/// Largest upstream response head accepted (bytes).
+inline constexpr std::size_t response_header_limit = 64 * 1024;
+
 /// A downstream request head (RFC 9112 §3), with what a proxy needs to route and forward it.
 struct request_head {
   std::string_view method;
