@@ -14,9 +14,8 @@
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
-#include <boost/beast/http/error.hpp>
 
-#include "http/body_decoder.hpp"
+#include "http/chunked_decoder.hpp"
 #include "net/relay_read.hpp"
 #include "sluice/http/forwarding.hpp"
 #include "sluice/http/message_head.hpp"
@@ -26,7 +25,6 @@
 namespace sluice::h2 {
 
 namespace asio = boost::asio;
-namespace bhttp = boost::beast::http;
 using tcp = asio::ip::tcp;
 using steady = std::chrono::steady_clock;
 using boost::system::error_code;
@@ -501,19 +499,15 @@ asio::awaitable<http1_exchange::result> http1_exchange::read_response(
     co_return failed(502);
   }
   bool end = head.framing == http::body_framing::none;
-  // A body is decoded by Beast's parser (chunks, a length, or until the close): it takes the
-  // head first.
-  std::optional<http::response_parser> rp;
-  std::size_t head_fields = 0;
-  if (!end) {
-    rp.emplace();
-    http::prepare(*rp, head_request_);
-    if (!http::start_body(*rp, {static_cast<const char*>(conn.buffer.data().data()), head.size})) {
-      lease.report(pool::outcome::reset);
-      log_warn("upstream " + b->name() + " sent a malformed response head");
-      co_return failed(502);
-    }
-    for ([[maybe_unused]] const auto& f : rp->get()) ++head_fields;
+  // The body: chunks (decoded), a length, or until the close.
+  const http::body_framing framing = head.framing;
+  std::uint64_t left = head.length;
+  bool upstream_eof = false;
+  http::chunked_decoder chunks;
+  std::vector<std::pair<std::string, std::string>> raw_trailers;
+  if (framing == http::body_framing::chunked) {
+    chunks.reset({.max_line = 4096, .max_trailers = http::response_header_limit});
+    chunks.collect_trailers(&raw_trailers);
   }
   lease.report(status >= 500 ? pool::outcome::http_5xx : pool::outcome::success);
   header_list fields;
@@ -546,30 +540,40 @@ asio::awaitable<http1_exchange::result> http1_exchange::read_response(
         }
       }
       std::size_t got = 0;
-      error_code ec;
-      while (conn.buffer.size() > 0 && !rp->is_done() && got < relay_size) {
-        rp->get().body().data = buf.data() + got;
-        rp->get().body().size = relay_size - got;
-        auto n = rp->put(conn.buffer.data(), ec);
-        got = relay_size - rp->get().body().size;
-        conn.buffer.consume(n);
-        if (ec == bhttp::error::need_buffer) ec = {};
-        if (ec == bhttp::error::need_more) {
-          ec = {};
+      bool done = false;
+      const char* in = static_cast<const char*>(conn.buffer.data().data());
+      switch (framing) {
+        case http::body_framing::chunked:
+          if (conn.buffer.size() > 0)
+            conn.buffer.consume(chunks.decode({in, conn.buffer.size()}, buf.data(), relay_size, got));
+          done = chunks.done();
           break;
-        }
-        if (ec || n == 0) break;
+        case http::body_framing::length:
+          got = static_cast<std::size_t>(
+              std::min<std::uint64_t>(left, std::min(conn.buffer.size(), relay_size)));
+          std::memcpy(buf.data(), in, got);
+          conn.buffer.consume(got);
+          left -= got;
+          done = left == 0;
+          break;
+        default:  // until the close
+          got = std::min(conn.buffer.size(), relay_size);
+          std::memcpy(buf.data(), in, got);
+          conn.buffer.consume(got);
+          done = upstream_eof && conn.buffer.size() == 0;
+          break;
       }
-      if (ec) {
+      if (chunks.failed()) {
         lease.report(pool::outcome::reset);
-        log_warn("upstream " + b->name() + " sent a malformed response body: " + ec.message());
+        log_warn("upstream " + b->name() + " sent a malformed response body: " +
+                 std::string(http::chunked_decoder::describe(chunks.why())));
         end_writer(true);
         fail(502, "malformed upstream response");
         co_return result::over;
       }
       if (got > 0 && port_)
         port_->on_response_data({reinterpret_cast<const std::uint8_t*>(buf.data()), got});
-      if (rp->is_done()) break;
+      if (done) break;
       if (conn.buffer.size() == 0 || got == 0) {
         arm(read_timer_, cfg.timeouts.read);
         auto [rec, n] =
@@ -579,11 +583,9 @@ asio::awaitable<http1_exchange::result> http1_exchange::read_response(
           end_writer(true);
           co_return result::over;
         }
-        if (rec == asio::error::eof && rp->need_eof()) {
-          error_code eec;
-          rp->put_eof(eec);
-          if (eec) rec = eec;
-          else continue;  // is_done now
+        if (rec == asio::error::eof && framing == http::body_framing::eof) {
+          upstream_eof = true;
+          continue;
         }
         if (rec) {
           lease.report(timed_out_ ? pool::outcome::timeout : pool::outcome::reset);
@@ -599,20 +601,16 @@ asio::awaitable<http1_exchange::result> http1_exchange::read_response(
     }
   }
 
-  // 3. Chunked trailers, which Beast's parser appended to the fields.
+  // 3. Chunked trailers.
   header_list trailers;
-  if (!end && rp->chunked()) {
-    std::size_t i = 0;
+  if (!raw_trailers.empty()) {
     header_list raw;
-    for (const auto& f : rp->get()) {
-      if (i++ < head_fields) continue;
-      raw.push_back({std::string(f.name_string()), std::string(f.value())});
-    }
-    if (!raw.empty()) trailers = to_h2_trailers(raw);
+    raw.reserve(raw_trailers.size());
+    for (auto& [name, value] : raw_trailers) raw.push_back({std::move(name), std::move(value)});
+    trailers = to_h2_trailers(raw);
   }
   response_done_ = true;
-  bool reusable = (rp ? rp->keep_alive() : upstream_keep_alive) && conn.buffer.size() == 0 &&
-                  !timed_out_;
+  bool reusable = upstream_keep_alive && conn.buffer.size() == 0 && !timed_out_;
   end_writer(!reusable);
   if (port_) {
     port_->on_response_end(trailers.empty() ? nullptr : &trailers);

@@ -61,6 +61,7 @@ void chunked_decoder::reset(limits l) {
   body_ = 0;
   trailer_bytes_ = 0;
   line_.clear();
+  trailers_ = nullptr;
 }
 
 std::string_view chunked_decoder::describe(error e) noexcept {
@@ -125,9 +126,16 @@ bool chunked_decoder::trailer_line(std::string_view line) {
   std::size_t i = 0;
   if (!take_token(line, i) || i == line.size() || line[i] != ':')
     return reject(error::bad_trailer);
+  const std::size_t colon = i;
   for (++i; i < line.size(); ++i) {
     auto c = static_cast<unsigned char>(line[i]);
     if (c != '\t' && (c < 0x20 || c == 0x7f)) return reject(error::bad_trailer);
+  }
+  if (trailers_) {
+    std::string_view value = line.substr(colon + 1);
+    while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
+    while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
+    trailers_->emplace_back(std::string(line.substr(0, colon)), std::string(value));
   }
   return true;
 }

@@ -1,7 +1,8 @@
 // Decoding of chunked message bodies (RFC 9112 §7.1), incrementally and strictly: every line
 // ends in CRLF (a bare LF or CR is an error wherever it appears, the trailer section included),
 // chunk sizes are hex without sign or whitespace, extensions follow the grammar, and a size line
-// or the trailer section has a length limit. Trailer fields are checked and dropped.
+// or the trailer section has a length limit. Trailer fields are checked, and dropped unless
+// collected.
 // No Beast or Asio here.
 #pragma once
 
@@ -9,6 +10,8 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 namespace sluice::http {
 
@@ -33,8 +36,13 @@ class chunked_decoder {
 
   chunked_decoder() = default;
   explicit chunked_decoder(limits l) : limits_(l) {}
-  /// Starts over for a new body.
+  /// Starts over for a new body (trailer fields are dropped again).
   void reset(limits l);
+  /// Trailer fields (name, value without surrounding whitespace) are appended to `out` from
+  /// now on, until the next reset.
+  void collect_trailers(std::vector<std::pair<std::string, std::string>>* out) noexcept {
+    trailers_ = out;
+  }
 
   /// Decodes from `in`, copying chunk data to `out` (at most `out_size` bytes; `produced` says
   /// how many). Returns the bytes of `in` consumed; stops at the end of the body, at an error,
@@ -73,6 +81,7 @@ class chunked_decoder {
   std::uint64_t body_ = 0;
   std::size_t trailer_bytes_ = 0;
   std::string line_;  // a line split across inputs (bounded by the limits)
+  std::vector<std::pair<std::string, std::string>>* trailers_ = nullptr;
 };
 
 }  // namespace sluice::http

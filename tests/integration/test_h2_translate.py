@@ -229,7 +229,9 @@ class H2ToHttp1Test(h.SluiceTestCase):
 
 
 class TrailerBackend:
-    """Answers every request with a 103, then a chunked 200 with an X-Sum trailer, and closes."""
+    """Answers every request with a 103, then a chunked 200 with an X-Sum trailer, and closes;
+    a request for /bad-trailer gets a trailer section ended by a bare LF, and the connection
+    stays open."""
 
     def __init__(self):
         self.sock = socket.socket()
@@ -257,6 +259,20 @@ class TrailerBackend:
                     if not chunk:
                         break
                     buf += chunk
+                if buf.startswith(b"GET /bad-trailer "):
+                    c.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                              b"5\r\nhello\r\n0\r\n\n")
+                    # Held open until sluice gives up on it (or the test ends).
+                    c.settimeout(0.2)
+                    while not self.stopping.is_set():
+                        try:
+                            if not c.recv(65536):
+                                break
+                        except socket.timeout:
+                            continue
+                        except OSError:
+                            break
+                    continue
                 c.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n"
                           b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n"
                           b"Connection: close\r\n\r\n5\r\nhello\r\n0\r\nX-Sum: abc\r\n\r\n")
@@ -288,6 +304,17 @@ class H2TrailersTest(h.SluiceTestCase):
         self.assertLess(body_at, trailer_at, out)
         # The trailers close the stream.
         self.assertRegex(out[trailer_at:], r"recv HEADERS frame[^\n]*\n\s*; END_STREAM")
+
+    def test_malformed_trailer_resets_the_stream_at_once(self):
+        # The cluster's read timeout is 60 s by default: the stream must end long before.
+        started = time.monotonic()
+        p = subprocess.run(["nghttp", "-v", f"http://127.0.0.1:{self.sluice.port}/bad-trailer"],
+                           capture_output=True, timeout=TIMEOUT)
+        out = p.stdout.decode()
+        self.assertLess(time.monotonic() - started, 10, out)
+        # Reset (the head and "hello" may or may not have gone out before it).
+        self.assertIn("recv RST_STREAM", out)
+        self.assertTrue(self.sluice.alive())
 
 
 # --------------------------------------------------------------------------------------------

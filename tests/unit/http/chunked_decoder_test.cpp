@@ -149,3 +149,24 @@ TEST_CASE("chunked decoder: limits", "[http][chunked]") {
   CHECK(d.status() == 400);
   CHECK(chunked_decoder::describe(d.why()) == "bad chunk size");
 }
+
+TEST_CASE("chunked decoder: trailer fields can be collected", "[http][chunked]") {
+  chunked_decoder d;
+  std::vector<std::pair<std::string, std::string>> trailers;
+  d.collect_trailers(&trailers);
+  const std::string wire = "3\r\nabc\r\n0\r\nX-Sum:  12 \r\ngrpc-status: 0\r\nEmpty:\r\n\r\n";
+  char out[8];
+  std::size_t produced = 0, used = 0;
+  for (std::size_t i = 0; i < wire.size() && !d.done(); ++i) {  // one byte at a time
+    std::string_view piece(wire.data() + used, i + 1 - used);
+    used += d.decode(piece, out, sizeof out, produced);
+  }
+  REQUIRE(d.done());
+  CHECK(trailers == std::vector<std::pair<std::string, std::string>>{
+                        {"X-Sum", "12"}, {"grpc-status", "0"}, {"Empty", ""}});
+  d.reset({});
+  trailers.clear();
+  d.decode("0\r\nX: 1\r\n\r\n", out, sizeof out, produced);
+  CHECK(d.done());
+  CHECK(trailers.empty());  // reset stops collecting
+}
