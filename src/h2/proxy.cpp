@@ -1019,6 +1019,7 @@ void downstream::start_http1(call& c) {
   p.forward.client_ip = client_ip_;
   p.forward.proto = stream_.is_tls() ? "https" : "http";
   p.forward.forwarded = listener_->cfg->forwarded;
+  p.forward.underscores = listener_->cfg->limits.underscores;
   p.send_timeout = listener_->cfg->timeouts.send;
   auto x = http1_exchange::start(stream_.get_executor(), c.request, c.request_ended, std::move(p), c);
   c.h1 = std::move(x);

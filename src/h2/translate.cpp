@@ -146,6 +146,14 @@ http1_request to_http1_request(const header_list& req, bool end_stream, const fo
       continue;
     }
     if (name == "x-forwarded-proto" || name == "x-forwarded-host") continue;
+    if (name.find('_') != std::string::npos) {
+      using action = config::listener_limits::underscore_action;
+      if (fwd.underscores == action::reject) {
+        r.error = "header field name with an underscore";
+        return r;
+      }
+      if (fwd.underscores == action::drop) continue;
+    }
     if (name == "forwarded" && fwd.forwarded) {
       if (!forwarded.empty()) forwarded += ", "sv;
       forwarded += f.value;

@@ -162,6 +162,15 @@ class H2ToHttp1Test(h.SluiceTestCase):
         self.assertRegex(text, rf"(?mi)^host: 127\.0\.0\.1:{self.port}$")
         self.assertRegex(text, r"(?mi)^cookie: a=1; b=2$")
 
+    def test_7b_fields_with_underscores_dropped(self):
+        # As for HTTP/1.1 clients (headers_with_underscores: drop, the default).
+        code, headers, body, _ = curl(self.port, "/headers", "-H", "X_Secret: 1",
+                                      "-H", "X-Kept: 2")
+        self.assertEqual(code, 200)
+        text = body.decode()
+        self.assertRegex(text, r"(?mi)^x-kept: 2$")
+        self.assertNotRegex(text, r"(?mi)^x_secret:")
+
     def test_8_spread_and_h2load(self):
         if not shutil.which("h2load"):
             self.skipTest("h2load (nghttp2-client) not installed")

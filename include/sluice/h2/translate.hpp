@@ -6,6 +6,7 @@
 #include <string>
 #include <string_view>
 
+#include "sluice/config/config.hpp"
 #include "sluice/h2/session.hpp"
 
 namespace sluice::h2 {
@@ -22,6 +23,10 @@ struct forward_info {
   std::string_view client_ip;
   std::string_view proto = "http";  ///< X-Forwarded-Proto
   bool forwarded = false;           ///< also write an RFC 7239 Forwarded element
+  /// Fields whose name has '_': dropped, passed on, or the request refused (the listener's
+  /// headers_with_underscores).
+  config::listener_limits::underscore_action underscores =
+      config::listener_limits::underscore_action::drop;
 };
 
 /// A request head translated for an HTTP/1.1 upstream.
@@ -41,7 +46,8 @@ struct http1_request {
 /// "Content-Length: 0" for POST, PUT and PATCH). Cookie fields are joined with "; " (RFC 9113
 /// section 8.2.3). X-Forwarded-For gets the client appended; X-Forwarded-Proto and
 /// X-Forwarded-Host are replaced; Forwarded is appended to when `fwd.forwarded`, else passed on.
-/// A name or value holding CR, LF or NUL makes the request invalid.
+/// Fields whose name has '_' follow `fwd.underscores`. A name or value holding CR, LF or NUL
+/// makes the request invalid.
 http1_request to_http1_request(const header_list& req, bool end_stream, const forward_info& fwd);
 
 /// True for the fields that never cross into HTTP/2 (RFC 9113 section 8.2.2): connection,

@@ -155,3 +155,21 @@ TEST_CASE("trailers keep only end-to-end fields", "[h2][translate]") {
   CHECK(t[0].name == "grpc-status");
   CHECK(t[1].name == "x-checksum");
 }
+
+TEST_CASE("request fields with an underscore follow the listener", "[h2][translate]") {
+  using action = sluice::config::listener_limits::underscore_action;
+  header_list h{{":method", "GET"}, {":authority", "a"}, {":path", "/"},
+                {"content_length", "99"}, {"x-kept", "1"}};
+  forward_info fwd{"1.2.3.4"};
+  auto r = to_http1_request(h, true, fwd);
+  REQUIRE(r.error.empty());
+  CHECK(r.head.find("content_length") == std::string::npos);
+  CHECK(has_line(r.head, "x-kept: 1"));
+  fwd.underscores = action::allow;
+  r = to_http1_request(h, true, fwd);
+  REQUIRE(r.error.empty());
+  CHECK(has_line(r.head, "content_length: 99"));
+  fwd.underscores = action::reject;
+  r = to_http1_request(h, true, fwd);
+  CHECK(r.error == "header field name with an underscore");
+}
