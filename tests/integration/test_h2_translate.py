@@ -162,6 +162,14 @@ class H2ToHttp1Test(h.SluiceTestCase):
         self.assertRegex(text, rf"(?mi)^host: 127\.0\.0\.1:{self.port}$")
         self.assertRegex(text, r"(?mi)^cookie: a=1; b=2$")
 
+    def test_7a_date_added(self):
+        # The demo backend sends no Date; the HTTP/2 response gets one, as HTTP/1.1 ones do.
+        code, headers, body, _ = curl(self.port, "/")
+        self.assertEqual(code, 200)
+        dates = values(headers, "date")
+        self.assertEqual(len(dates), 1, headers)
+        self.assertRegex(dates[0], r"^[A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d GMT$")
+
     def test_7b_fields_with_underscores_dropped(self):
         # As for HTTP/1.1 clients (headers_with_underscores: drop, the default).
         code, headers, body, _ = curl(self.port, "/headers", "-H", "X_Secret: 1",
