@@ -63,17 +63,8 @@ tmp="$(mktemp -d /tmp/sluice-metrics-overhead.XXXXXX)"
 pids=()
 scraper_pid=""
 
-stop_pid() {  # TERM, wait up to 10 s, then KILL
-  local pid=$1
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for _ in $(seq 100); do
-    kill -0 "$pid" 2>/dev/null || break
-    [[ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" == Z ]] && break
-    sleep 0.1
-  done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
+# shellcheck source=procs.sh
+source "$root/tests/bench/procs.sh"  # stop_pid
 
 cleanup() {
   local rc=$?
