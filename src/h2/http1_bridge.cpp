@@ -507,7 +507,7 @@ asio::awaitable<http1_exchange::result> http1_exchange::read_response(
   http::chunked_decoder chunks;
   std::vector<std::pair<std::string, std::string>> raw_trailers;
   if (framing == http::body_framing::chunked) {
-    chunks.reset({.max_line = 4096, .max_trailers = http::response_header_limit});
+    chunks.reset({.max_trailers = http::response_header_limit});
     chunks.collect_trailers(&raw_trailers);
   }
   lease.report(status >= 500 ? pool::outcome::http_5xx : pool::outcome::success);
@@ -516,8 +516,7 @@ asio::awaitable<http1_exchange::result> http1_exchange::read_response(
   for (const auto& f : head.fields) fields.push_back({std::string(f.name), std::string(f.value)});
   auto headers = to_h2_response(status, fields);
   // RFC 9110 §6.6.1: a response without Date gets one on its way (as on HTTP/1.1).
-  if (std::none_of(headers.begin(), headers.end(), [](const header& h) { return h.name == "date"; }))
-    headers.push_back({"date", std::string(core::http_date())});
+  if (!head.has_date) headers.push_back({"date", std::string(core::http_date())});
   bool upstream_keep_alive = head.keep_alive;
   conn.buffer.consume(head.size);
   response_started_ = true;
@@ -549,7 +548,8 @@ asio::awaitable<http1_exchange::result> http1_exchange::read_response(
       switch (framing) {
         case http::body_framing::chunked:
           if (conn.buffer.size() > 0)
-            conn.buffer.consume(chunks.decode({in, conn.buffer.size()}, buf.data(), relay_size, got));
+            conn.buffer.consume(
+                chunks.decode({in, conn.buffer.size()}, buf.data(), relay_size, got));
           done = chunks.done();
           break;
         case http::body_framing::length:

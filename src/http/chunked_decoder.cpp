@@ -3,15 +3,14 @@
 #include <algorithm>
 #include <cstring>
 
+#include "syntax.hpp"
+
 namespace sluice::http {
 
 namespace {
 
-bool is_tchar(char ch) noexcept {
-  auto c = static_cast<unsigned char>(ch);
-  if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return true;
-  return c != 0 && c < 0x80 && std::strchr("!#$%&'*+-.^_`|~", c) != nullptr;
-}
+using syntax::is_ows;
+using syntax::is_tchar;
 
 int hex_value(char c) noexcept {
   if (c >= '0' && c <= '9') return c - '0';
@@ -21,7 +20,7 @@ int hex_value(char c) noexcept {
 }
 
 void skip_bws(std::string_view s, std::size_t& i) noexcept {
-  while (i < s.size() && (s[i] == ' ' || s[i] == '\t')) ++i;
+  while (i < s.size() && is_ows(s[i])) ++i;
 }
 
 bool take_token(std::string_view s, std::size_t& i) noexcept {
@@ -131,12 +130,8 @@ bool chunked_decoder::trailer_line(std::string_view line) {
     auto c = static_cast<unsigned char>(line[i]);
     if (c != '\t' && (c < 0x20 || c == 0x7f)) return reject(error::bad_trailer);
   }
-  if (trailers_) {
-    std::string_view value = line.substr(colon + 1);
-    while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
-    while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
-    trailers_->emplace_back(std::string(line.substr(0, colon)), std::string(value));
-  }
+  if (trailers_)
+    trailers_->emplace_back(line.substr(0, colon), syntax::trim(line.substr(colon + 1)));
   return true;
 }
 

@@ -18,7 +18,7 @@ namespace sluice::http {
 class chunked_decoder {
  public:
   struct limits {
-    std::size_t max_line = 4096;          // a chunk-size line, extensions included
+    std::size_t max_line = 4096;          // a chunk-size line, extensions included (then 400)
     std::size_t max_trailers = 16 * 1024; // the trailer section (all its lines)
     std::uint64_t max_body = 0;           // decoded body bytes; 0: no limit
   };
@@ -56,8 +56,6 @@ class chunked_decoder {
   unsigned status() const noexcept { return error_ == error::body_too_large ? 413 : 400; }
   /// A short description of the error, for the log ("" when none).
   static std::string_view describe(error e) noexcept;
-  /// Data bytes decoded so far.
-  std::uint64_t body_bytes() const noexcept { return body_; }
 
  private:
   enum class state : std::uint8_t { size_line, data, data_cr, data_lf, trailer_line, done };
@@ -78,7 +76,7 @@ class chunked_decoder {
   state state_ = state::size_line;
   error error_ = error::none;
   std::uint64_t left_ = 0;  // data bytes left in the current chunk
-  std::uint64_t body_ = 0;
+  std::uint64_t body_ = 0;  // data bytes so far (for max_body)
   std::size_t trailer_bytes_ = 0;
   std::string line_;  // a line split across inputs (bounded by the limits)
   std::vector<std::pair<std::string, std::string>>* trailers_ = nullptr;

@@ -5,30 +5,16 @@
 #include <cstring>
 
 #include "sluice/http/forwarding.hpp"
+#include "syntax.hpp"
 
 namespace sluice::http {
 
 namespace {
 
-// Character classes of RFC 9110 §5.1 and §5.5, one table lookup per byte.
-enum : std::uint8_t { tchar = 1, vchar = 2 };
-
-constexpr std::array<std::uint8_t, 256> classes = [] {
-  std::array<std::uint8_t, 256> t{};
-  for (int c = 0x21; c <= 0x7e; ++c) t[c] = vchar;  // visible ASCII
-  for (int c = 0x80; c <= 0xff; ++c) t[c] = vchar;  // obs-text
-  t[' '] = vchar;
-  t['\t'] = vchar;  // field-value and reason-phrase allow SP and HTAB inside
-  for (int c = '0'; c <= '9'; ++c) t[c] |= tchar;
-  for (int c = 'a'; c <= 'z'; ++c) t[c] |= tchar;
-  for (int c = 'A'; c <= 'Z'; ++c) t[c] |= tchar;
-  for (char c : std::string_view("!#$%&'*+-.^_`|~")) t[static_cast<unsigned char>(c)] |= tchar;
-  return t;
-}();
-
-bool is_tchar(char c) noexcept { return classes[static_cast<unsigned char>(c)] & tchar; }
-bool is_vchar(char c) noexcept { return classes[static_cast<unsigned char>(c)] & vchar; }
-bool is_ows(char c) noexcept { return c == ' ' || c == '\t'; }
+using syntax::is_ows;
+using syntax::is_tchar;
+using syntax::is_vchar;
+using syntax::trim;
 
 char lower(char c) noexcept { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c; }
 
@@ -38,12 +24,6 @@ bool iequals_lower(std::string_view name, std::string_view lit) noexcept {
   for (std::size_t i = 0; i < name.size(); ++i)
     if (lower(name[i]) != lit[i]) return false;
   return true;
-}
-
-std::string_view trim(std::string_view s) noexcept {
-  while (!s.empty() && is_ows(s.front())) s.remove_prefix(1);
-  while (!s.empty() && is_ows(s.back())) s.remove_suffix(1);
-  return s;
 }
 
 enum class special : std::uint8_t {
@@ -151,25 +131,24 @@ bool scan_connection(std::string_view v, field_facts& ff) noexcept {
   }
 }
 
-// Parses field lines from `pos` up to and including the empty line that ends the head; `pos`
-// ends just past it. `classify_name(name)` says which fields matter; `on_other(f, kind)` takes
-// the ones the loop does not handle itself (the request-only kinds).
 // A request's framing fields get stricter rules than RFC 9110's grammar: a Content-Length is
 // one number with no leading zero (a list, even of equal numbers, or "0200", which an octal
 // reader takes for 128, is refused), and neither it nor Transfer-Encoding has a tab around its
 // value. What the proxy forwards is its own framing either way; the rules keep an upstream
 // that reads the original differently from ever seeing such a request.
+// `value` passed parse_content_length already when `length`: only the list and the leading zero
+// are left to refuse.
 bool strict_framing_value(std::string_view value, const char* after_colon, const char* cr,
-                          bool number) noexcept {
-  for (const char* p = after_colon; p < cr; ++p)
-    if (*p == '\t') return false;
-  if (!number) return true;
-  if (value.empty() || (value.size() > 1 && value[0] == '0')) return false;
-  for (char c : value)
-    if (c < '0' || c > '9') return false;
-  return true;
+                          bool length) noexcept {
+  if (std::memchr(after_colon, '\t', static_cast<std::size_t>(cr - after_colon))) return false;
+  return !length ||
+         (value.find(',') == std::string_view::npos && (value.size() == 1 || value[0] != '0'));
 }
 
+// Parses field lines from `pos` up to and including the empty line that ends the head; `pos`
+// ends just past it. `classify_name(name)` says which fields matter; `on_other(f, kind)` takes
+// the ones the loop does not handle itself (the request-only kinds). `request`: the stricter
+// request rules above, and end-to-end names with '_' marked `underscored`.
 template <class Classify, class OnOther>
 head_parse parse_fields(const char* base, std::size_t& pos, std::size_t avail,
                         std::vector<head_field>& fields, field_facts& ff, const char** error,
@@ -500,8 +479,7 @@ request_verdict parse_request_head(std::string_view buf, const config::listener_
     if (sp2 == std::string_view::npos || sp2 == sp1 + 1)
       return reject(400, "malformed request line");
     h.method = line.substr(0, sp1);
-    if (h.method.size() > max_method) return reject(400, "method too long");
-    for (char c : h.method) {
+    for (char c : h.method) {  // at most max_method bytes: checked above
       if (!is_tchar(c)) return reject(400, "malformed request line");
       // Methods are case-sensitive and every registered one is upper case: "get" is not GET,
       // and an upstream that folds case would see a different request than the proxy (nginx

@@ -58,7 +58,6 @@ using namespace std::string_view_literals;  // appends of literals: no strlen at
 namespace {
 
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
-constexpr std::size_t chunk_line_limit = 4096;      // a chunk-size line with its extensions
 constexpr std::size_t read_chunk = 16 * 1024;      // downstream/upstream head reads
 // What a woken parked connection reads at first (like nginx's client_header_buffer_size): a
 // head that does not fit is read on in read_chunk steps.
@@ -583,9 +582,8 @@ class session final : public session_base,
           bytes_in_ = req_head_.size;
           target_ = req_head_.target_parts;
           if (req_head_.framing == body_framing::chunked)
-            chunks_.reset({.max_line = chunk_line_limit,
-                           .max_trailers = limits_->max_header_bytes,
-                           .max_body = limits_->max_body});
+            chunks_.reset(
+                {.max_trailers = limits_->max_header_bytes, .max_body = limits_->max_body});
           co_return true;
         }
         if (r.what == head_parse::malformed) {
@@ -1065,7 +1063,7 @@ class session final : public session_base,
     unsigned status = head_in_.status;
     std::size_t head_size = head_in_.size;
     if (head_in_.framing == body_framing::chunked)
-      res_chunks_.reset({.max_line = chunk_line_limit, .max_trailers = response_header_limit});
+      res_chunks_.reset({.max_trailers = response_header_limit});
     lease.report(status >= 500 ? pool::outcome::http_5xx : pool::outcome::success);
     status_ = status;
 

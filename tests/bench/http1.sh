@@ -79,7 +79,7 @@ chmod 755 "$tmp"
 pids=()
 
 # shellcheck source=procs.sh
-source "$root/tests/bench/procs.sh"  # stop_pid
+source "$root/tests/bench/procs.sh"  # stop_pid, wait_for_http
 
 cleanup() {
   local rc=$?
@@ -96,16 +96,6 @@ forget_pid() {
   local keep=() p
   for p in "${pids[@]}"; do [[ "$p" == "$1" ]] || keep+=("$p"); done
   pids=("${keep[@]}")
-}
-
-wait_for_http() {  # URL PID: until it answers 200 (20 s), or the process dies
-  local url=$1 pid=$2
-  for _ in $(seq 200); do
-    kill -0 "$pid" 2>/dev/null || return 1
-    if curl -fsS -o /dev/null --max-time 2 "$url" 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  return 1
 }
 
 # ---- upstreams -------------------------------------------------------------------------------

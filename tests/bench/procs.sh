@@ -14,3 +14,14 @@ stop_pid() {
   kill -KILL "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
 }
+
+# wait_for_http URL PID: until URL answers 2xx (at most 20 s), or the process PID dies.
+wait_for_http() {
+  local url=$1 pid=$2
+  for _ in $(seq 200); do
+    kill -0 "$pid" 2>/dev/null || return 1
+    if curl -fsS -o /dev/null --max-time 2 "$url" 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  return 1
+}

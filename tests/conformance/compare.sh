@@ -63,7 +63,7 @@ chmod 755 "$tmp"
 pids=()
 
 # shellcheck source=../bench/procs.sh
-source "$root/tests/bench/procs.sh"  # stop_pid
+source "$root/tests/bench/procs.sh"  # stop_pid, wait_for_http
 
 nginx_workers=()
 cleanup() {
@@ -85,16 +85,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-wait_for_http() {  # URL PID: until it answers 200 (20 s), or the process dies
-  local url=$1 pid=$2
-  for _ in $(seq 200); do
-    kill -0 "$pid" 2>/dev/null || return 1
-    if curl -fsS -o /dev/null --max-time 2 "$url" 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  return 1
-}
 
 free_port() {
   "$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'

@@ -52,10 +52,8 @@ class HalfCloseTest(h.SluiceTestCase):
                 {"match": {"path_prefix": "/"}, "cluster": "main"}])],
             [h.cluster("main", [cls.a]), h.cluster("closer", [cls.closer.address]),
              h.cluster("idler", [cls.idler.address])], workers=1)
-        cfg["admin"] = {"address": "127.0.0.1:0"}
-        cls.sluice = cls.start_sluice(cfg)
+        cls.sluice, cls.admin = admin.start_with_admin(cls, cfg)
         cls.port = cls.sluice.ports["web"]
-        cls.admin = int(cls.sluice.wait_for_line(admin.ADMIN_LINE)[0].group(1))
 
     def active_connections(self):
         return admin.downstream_active(self.admin, "web")

@@ -39,10 +39,8 @@ class ParkedConnectionTest(h.SluiceTestCase):
         cfg = h.config(
             [h.listener("web", timeouts={"idle": "1s", "header": "1s"})],
             [h.cluster("main", [cls.a])], workers=1)
-        cfg["admin"] = {"address": "127.0.0.1:0"}
-        cls.sluice = cls.start_sluice(cfg)
+        cls.sluice, cls.admin = admin.start_with_admin(cls, cfg)
         cls.port = cls.sluice.ports["web"]
-        cls.admin = int(cls.sluice.wait_for_line(admin.ADMIN_LINE)[0].group(1))
 
     def active_connections(self):
         return admin.downstream_active(self.admin, "web")
