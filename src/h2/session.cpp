@@ -100,8 +100,16 @@ struct session::callbacks {
     return 0;
   }
 
-  static int on_frame_send(nghttp2_session*, const nghttp2_frame* f, void* p) {
-    if (f->hd.type == NGHTTP2_GOAWAY) self(p).goaway_sent_ = true;
+  static int on_frame_send(nghttp2_session* ng, const nghttp2_frame* f, void* p) {
+    auto& s = self(p);
+    if (f->hd.type == NGHTTP2_GOAWAY) s.goaway_sent_ = true;
+    // A complete response sent while the request is still open: ask the client to stop sending
+    // with RST_STREAM(NO_ERROR) (RFC 9113 section 8.1). Without it a client that has not sent
+    // its whole body goes on waiting to, and the stream stays open on both sides.
+    if (s.role_ == role::server && (f->hd.flags & NGHTTP2_FLAG_END_STREAM) &&
+        (f->hd.type == NGHTTP2_HEADERS || f->hd.type == NGHTTP2_DATA) &&
+        nghttp2_session_get_stream_remote_close(ng, f->hd.stream_id) == 0)
+      nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, f->hd.stream_id, NGHTTP2_NO_ERROR);
     return 0;
   }
 
