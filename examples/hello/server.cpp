@@ -12,6 +12,7 @@
 #include <iostream>
 #include <sstream>
 #include <memory>
+#include <set>
 #include <string>
 #include <thread>
 
@@ -33,8 +34,14 @@ std::string greeting(const std::string& name) {
 }
 
 class hello_service final : public hello::Hello::Service {
-  grpc::Status SayHello(grpc::ServerContext*, const hello::HelloRequest* req,
+  grpc::Status SayHello(grpc::ServerContext* ctx, const hello::HelloRequest* req,
                         hello::HelloResponse* resp) override {
+    // The names of the request's metadata fields, so that a proxy's forwarding can be seen.
+    std::set<std::string> names;
+    for (const auto& [k, v] : ctx->client_metadata()) names.emplace(k.data(), k.size());
+    std::string seen;
+    for (const auto& n : names) seen += (seen.empty() ? "" : ",") + n;
+    ctx->AddInitialMetadata("x-seen-fields", seen);
     pause_ms(req->delay_ms());
     resp->set_message(greeting(req->name()));
     resp->set_server_id(server_id);

@@ -30,6 +30,7 @@
 #include "net/downstream_stream.hpp"
 #include "net/relay_read.hpp"
 #include "http1_bridge.hpp"
+#include "sluice/core/clock.hpp"
 #include "sluice/h2/grpc.hpp"
 #include "sluice/h2/session.hpp"
 #include "sluice/http/router.hpp"
@@ -67,6 +68,7 @@ std::atomic<std::size_t>& active_of(unsigned worker) noexcept {
 constexpr int grpc_deadline_exceeded = static_cast<int>(grpc::status::deadline_exceeded);
 constexpr int grpc_unimplemented = static_cast<int>(grpc::status::unimplemented);
 constexpr int grpc_unavailable = static_cast<int>(grpc::status::unavailable);
+constexpr int grpc_internal = static_cast<int>(grpc::status::internal);
 
 tcp::endpoint endpoint_of(const core::address& a) {
   tcp::endpoint ep;
@@ -560,6 +562,7 @@ class downstream final : public connection<net::downstream_stream>,
   }
   void route(call& c);
   void start_http1(call& c);
+  bool drop_underscored(call& c);  // false: the call was answered (reject)
   void arm_deadline(call& c, std::chrono::milliseconds d);
 
   asio::awaitable<void> watchdog(std::shared_ptr<downstream> self) {
@@ -815,8 +818,13 @@ void upstream::on_headers(std::int32_t id, header_list& headers, bool trailers, 
       c.lease.report(pool::outcome::http_5xx);
     header_list h;
     h.reserve(headers.size());
-    for (auto& f : headers)
-      if (!hop_by_hop(f)) h.push_back(std::move(f));
+    bool has_date = false;
+    for (auto& f : headers) {
+      if (hop_by_hop(f)) continue;
+      has_date = has_date || f.name == "date";
+      h.push_back(std::move(f));
+    }
+    if (!has_date) h.push_back({"date", std::string(core::http_date())});
     c.down->h2().submit_response(c.down_id, h, end);
     if (end) c.response_ended = true;
   } else if (!c.response_ended) {
@@ -1003,12 +1011,31 @@ void downstream::route(call& c) {
     start_http1(c);  // translated onto HTTP/1.1 (src/h2/http1_bridge.cpp)
     return;
   }
+  if (!drop_underscored(c)) return;
   if (auto t = find_header(c.request, "grpc-timeout"); c.grpc && !t.empty()) {
     if (auto d = grpc::parse_timeout(t)) arm_deadline(c, *d);
   }
   if (cfg.policy == config::policy_kind::ring_hash)
     c.hash = request_hash(cfg.hash, c.request, client_ip_);
   start_attempt(c);
+}
+
+// Fields with `_` in their name, as on HTTP/1.1 listeners (`headers_with_underscores`); the
+// HTTP/1.1 bridge applies the same rule while translating.
+bool downstream::drop_underscored(call& c) {
+  using action = config::listener_limits::underscore_action;
+  auto act = listener_->cfg->limits.underscores;
+  if (act == action::allow) return true;
+  auto underscored = [](const header& f) {
+    return !f.name.empty() && f.name[0] != ':' && f.name.find('_') != std::string::npos;
+  };
+  if (act == action::reject) {
+    if (std::none_of(c.request.begin(), c.request.end(), underscored)) return true;
+    fail(c, grpc_internal, 400, "header field name with an underscore");
+    return false;
+  }
+  std::erase_if(c.request, underscored);
+  return true;
 }
 
 void downstream::start_http1(call& c) {
@@ -1102,7 +1129,8 @@ void downstream::fail(call& c, int grpc_status, unsigned http_status, std::strin
     header_list h{{":status", "200"},
                   {"content-type", "application/grpc"},
                   {"grpc-status", std::to_string(grpc_status)},
-                  {"grpc-message", std::string(message)}};
+                  {"grpc-message", std::string(message)},
+                  {"date", std::string(core::http_date())}};
     h2_.submit_response(c.down_id, h, true);
     kick();
     return;
@@ -1117,7 +1145,8 @@ void downstream::respond_direct(call& c, unsigned status, std::string_view body,
   c.status = status;
   header_list h{{":status", std::to_string(status)},
                 {"content-type", std::string(content_type)},
-                {"content-length", std::to_string(body.size())}};
+                {"content-length", std::to_string(body.size())},
+                {"date", std::string(core::http_date())}};
   bool empty = body.empty() || find_header(c.request, ":method") == "HEAD";
   h2_.submit_response(c.down_id, h, empty);
   if (!empty) {

@@ -8,11 +8,13 @@ import os
 import re
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -90,7 +92,9 @@ class GrpcTest(h.SluiceTestCase):
             [h.listener("grpc", routes=routes),
              h.listener("strict", routes=[{"match": {"path_prefix": "/"}, "cluster": "hello"}],
                         http2={"reset_burst": 50, "reset_rate": 1, "max_concurrent_streams": 10}),
-             h.listener("dead", routes=[{"match": {"path_prefix": "/"}, "cluster": "dead"}])],
+             h.listener("dead", routes=[{"match": {"path_prefix": "/"}, "cluster": "dead"}]),
+             h.listener("reject", routes=[{"match": {"path_prefix": "/"}, "cluster": "hello"}],
+                        headers_with_underscores="reject")],
             [h.cluster("hello", cls.servers, protocol="h2c"),
              h.cluster("dead", [f"127.0.0.1:{cls.dead_port}"], protocol="h2c", max_tries=2),
              h.cluster("plain", [f"127.0.0.1:{cls.dead_port}"])],
@@ -139,6 +143,77 @@ class GrpcTest(h.SluiceTestCase):
         r = run_client(self.port, 3, deadline_ms=300, delay_ms=5000)
         self.assertEqual(r["status"], {4: 3}, r["raw"])
 
+    def nghttp_call(self, port, *fields):
+        """A unary SayHello over h2c with nghttp; returns (response fields, output)."""
+        body = os.path.join(self.tmp, "hello.bin")
+        with open(body, "wb") as f:
+            f.write(grpc_frame("nghttp"))
+        argv = ["nghttp", "-nv", "-d", body, "-H", "content-type: application/grpc",
+                "-H", "te: trailers"]
+        for f in fields:
+            argv += ["-H", f]
+        p = subprocess.run(argv + [f"http://127.0.0.1:{port}/hello.Hello/SayHello"],
+                           capture_output=True, timeout=60)
+        out = p.stdout.decode("latin-1") + p.stderr.decode("latin-1")
+        got = {}
+        for m in re.finditer(r"(?m)^\[[ 0-9.]+\] recv \(stream_id=\d+\) ([^:\s][^:]*): (.*)$", out):
+            got.setdefault(m.group(1), m.group(2))
+        return got, out
+
+    @unittest.skipUnless(shutil.which("nghttp"), "nghttp (nghttp2-client) not installed")
+    def test_4b_fields_with_underscores_and_date(self):
+        # HTTP/2 to HTTP/2: fields with `_` dropped by default (as towards HTTP/1.1 upstreams),
+        # and a Date added to the response (the grpc++ server sends none).
+        got, out = self.nghttp_call(self.port, "x_secret: 1", "x-kept: 2")
+        self.assertEqual(got.get("grpc-status"), "0", out)
+        seen = got.get("x-seen-fields", "").split(",")
+        self.assertIn("x-kept", seen, out)
+        self.assertNotIn("x_secret", seen, out)
+        self.assertRegex(got.get("date", ""),
+                         r"^[A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d GMT$", out)
+        # headers_with_underscores: reject answers the call itself (INTERNAL, as for a 400) ...
+        reject = self.sluice.ports["reject"]
+        got, out = self.nghttp_call(reject, "x_secret: 1")
+        self.assertEqual(got.get("grpc-status"), "13", out)
+        self.assertNotIn("x-seen-fields", got, out)
+        self.assertIn("date", got, out)
+        # ... and lets a call without such fields through.
+        got, out = self.nghttp_call(reject, "x-kept: 2")
+        self.assertEqual(got.get("grpc-status"), "0", out)
+        self.assertIn("x-kept", got.get("x-seen-fields", "").split(","), out)
+
+    def test_4c_answer_before_the_request_body_ends_the_stream(self):
+        # A complete answer (here sluice's own) while the client is still sending its body is
+        # followed by RST_STREAM(NO_ERROR) (RFC 9113 section 8.1): the client may stop sending,
+        # and the stream does not stay half open on both sides.
+        # HPACK: :method POST, :scheme http, :path /direct, :authority x.
+        block = b"\x83\x86\x04\x07/direct\x41\x01x"
+        hello = (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + _frame(4, 0, 0, b"") +
+                 _frame(1, 0x4, 1, block) + _frame(0, 0, 1, b"part of a body"))
+        with socket.create_connection(("127.0.0.1", self.port), timeout=60) as s:
+            s.sendall(hello)
+            s.settimeout(1)
+            data, seen = b"", []
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                try:
+                    chunk = s.recv(65536)
+                except socket.timeout:
+                    continue
+                if not chunk:
+                    break
+                data += chunk
+                seen = [(t, flags, sid, payload) for (t, flags, sid, payload) in _frames_full(data)
+                        if sid == 1]
+                if any(t == 3 for (t, _, _, _) in seen):
+                    break
+        kinds = [(t, flags & 0x1) for (t, flags, _, _) in seen]
+        self.assertIn((1, 0), kinds, f"response HEADERS on stream 1: {kinds}")
+        self.assertIn((0, 1), kinds, f"DATA with END_STREAM on stream 1: {kinds}")
+        resets = [struct.unpack(">I", payload[:4])[0] for (t, _, _, payload) in seen if t == 3]
+        self.assertEqual(resets, [0], f"RST_STREAM(NO_ERROR) after the answer: {kinds}")
+        self.assertAlive(self.sluice)
+
     @unittest.skipUnless(shutil.which("h2load"), "h2load (nghttp2-client) not installed")
     def test_5_h2load_grpc_unary(self):
         body = os.path.join(self.tmp, "hello.bin")
@@ -163,7 +238,7 @@ class GrpcTest(h.SluiceTestCase):
         self.assertEqual(p.stdout.decode(), "direct\n2 200", p.stderr.decode())
         r = h.get(self.port, "/direct")
         self.assertEqual((r.version, r.status, r.body), ("HTTP/1.1", 200, b"direct\n"))
-        # HTTP/2 to an http1 cluster is not translated yet: a clear 502.
+        # HTTP/2 to an http1 cluster whose only backend is down: a clear 502.
         p = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_code}",
                             f"http://127.0.0.1:{self.port}/plain"], capture_output=True, timeout=30)
         self.assertEqual(p.stdout.decode(), "502", p.stderr.decode())
@@ -250,6 +325,19 @@ def _frames(data):
     while i + 9 <= len(data):
         n = int.from_bytes(data[i:i + 3], "big")
         out.append((data[i + 3], data[i + 9:i + 9 + n]))
+        i += 9 + n
+    return out
+
+
+def _frames_full(data):
+    """(type, flags, stream id, payload) of every complete frame in data."""
+    out, i = [], 0
+    while i + 9 <= len(data):
+        n = int.from_bytes(data[i:i + 3], "big")
+        if i + 9 + n > len(data):
+            break
+        sid = int.from_bytes(data[i + 5:i + 9], "big") & 0x7FFFFFFF
+        out.append((data[i + 3], data[i + 4], sid, data[i + 9:i + 9 + n]))
         i += 9 + n
     return out
 

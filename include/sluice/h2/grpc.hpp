@@ -8,7 +8,13 @@
 namespace sluice::h2::grpc {
 
 /// Status codes (grpc/doc/statuscodes.md) that the proxy itself answers with.
-enum class status : int { ok = 0, deadline_exceeded = 4, unimplemented = 12, unavailable = 14 };
+enum class status : int {
+  ok = 0,
+  deadline_exceeded = 4,
+  unimplemented = 12,
+  internal = 13,
+  unavailable = 14,
+};
 
 /// True for a gRPC request: content-type application/grpc, optionally +proto, ;charset...
 bool is_grpc(std::string_view content_type) noexcept;
