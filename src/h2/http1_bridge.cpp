@@ -17,7 +17,6 @@
 
 #include "http/chunked_decoder.hpp"
 #include "net/relay_read.hpp"
-#include "sluice/core/clock.hpp"
 #include "sluice/http/forwarding.hpp"
 #include "sluice/http/message_head.hpp"
 #include "sluice/log/log.hpp"
@@ -515,8 +514,6 @@ asio::awaitable<http1_exchange::result> http1_exchange::read_response(
   fields.reserve(head.fields.size());
   for (const auto& f : head.fields) fields.push_back({std::string(f.name), std::string(f.value)});
   auto headers = to_h2_response(status, fields);
-  // RFC 9110 §6.6.1: a response without Date gets one on its way (as on HTTP/1.1).
-  if (!head.has_date) headers.push_back({"date", std::string(core::http_date())});
   bool upstream_keep_alive = head.keep_alive;
   conn.buffer.consume(head.size);
   response_started_ = true;

@@ -30,7 +30,6 @@
 #include "net/downstream_stream.hpp"
 #include "net/relay_read.hpp"
 #include "http1_bridge.hpp"
-#include "sluice/core/clock.hpp"
 #include "sluice/h2/grpc.hpp"
 #include "sluice/h2/session.hpp"
 #include "sluice/http/router.hpp"
@@ -818,13 +817,8 @@ void upstream::on_headers(std::int32_t id, header_list& headers, bool trailers, 
       c.lease.report(pool::outcome::http_5xx);
     header_list h;
     h.reserve(headers.size());
-    bool has_date = false;
-    for (auto& f : headers) {
-      if (hop_by_hop(f)) continue;
-      has_date = has_date || f.name == "date";
-      h.push_back(std::move(f));
-    }
-    if (!has_date) h.push_back({"date", std::string(core::http_date())});
+    for (auto& f : headers)
+      if (!hop_by_hop(f)) h.push_back(std::move(f));
     c.down->h2().submit_response(c.down_id, h, end);
     if (end) c.response_ended = true;
   } else if (!c.response_ended) {
@@ -1129,8 +1123,7 @@ void downstream::fail(call& c, int grpc_status, unsigned http_status, std::strin
     header_list h{{":status", "200"},
                   {"content-type", "application/grpc"},
                   {"grpc-status", std::to_string(grpc_status)},
-                  {"grpc-message", std::string(message)},
-                  {"date", std::string(core::http_date())}};
+                  {"grpc-message", std::string(message)}};
     h2_.submit_response(c.down_id, h, true);
     kick();
     return;
@@ -1145,8 +1138,7 @@ void downstream::respond_direct(call& c, unsigned status, std::string_view body,
   c.status = status;
   header_list h{{":status", std::to_string(status)},
                 {"content-type", std::string(content_type)},
-                {"content-length", std::to_string(body.size())},
-                {"date", std::string(core::http_date())}};
+                {"content-length", std::to_string(body.size())}};
   bool empty = body.empty() || find_header(c.request, ":method") == "HEAD";
   h2_.submit_response(c.down_id, h, empty);
   if (!empty) {

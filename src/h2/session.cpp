@@ -5,6 +5,8 @@
 
 #include <nghttp2/nghttp2.h>
 
+#include "sluice/core/clock.hpp"
+
 namespace sluice::h2 {
 
 std::string_view find_header(const header_list& h, std::string_view name) noexcept {
@@ -252,6 +254,15 @@ std::int32_t session::submit_request(const header_list& headers, bool end_stream
 
 bool session::submit_response(std::int32_t id, const header_list& headers, bool end_stream) {
   auto nv = to_nv(headers);
+  // RFC 9110 section 6.6.1: every answer carries a Date, whoever wrote it (an HTTP/2 or
+  // HTTP/1.1 upstream, or the proxy itself). nghttp2 copies the pairs, so a view will do.
+  auto is_date = [](const header& f) { return f.name == "date"; };
+  if (std::none_of(headers.begin(), headers.end(), is_date)) {
+    std::string_view date = core::http_date();
+    nv.push_back(nghttp2_nv{reinterpret_cast<std::uint8_t*>(const_cast<char*>("date")),
+                            reinterpret_cast<std::uint8_t*>(const_cast<char*>(date.data())), 4,
+                            date.size(), NGHTTP2_NV_FLAG_NONE});
+  }
   nghttp2_data_provider prd{};
   prd.read_callback = callbacks::read_data;
   if (!end_stream) out_[id];
