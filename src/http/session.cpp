@@ -16,6 +16,7 @@
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/socket.h>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -58,6 +59,14 @@ using namespace std::string_view_literals;  // appends of literals: no strlen at
 namespace {
 
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+
+// One non-blocking send(2) of `data`; the number of bytes the kernel took (0 on any error: the
+// asynchronous write that follows then reports it).
+std::size_t send_now(tcp::socket& s, std::string_view data) {
+  ssize_t n = ::send(s.native_handle(), data.data(), data.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+  return n > 0 ? static_cast<std::size_t>(n) : 0;
+}
+
 constexpr std::size_t read_chunk = 16 * 1024;      // downstream/upstream head reads
 // What a woken parked connection reads at first (like nginx's client_header_buffer_size): a
 // head that does not fit is read on in read_chunk steps.
@@ -930,18 +939,23 @@ class session final : public session_base,
       std::size_t body_now = body_in_memory_ && body_ == body_kind::length ? body_length_ : 0;
       // One buffer is one send(2); a gathered write is a sendmsg(2), which costs the kernel
       // more (the iovec and message header are copied in and checked).
-      auto [ec, n] = body_now == 0
-                         ? co_await asio::async_write(conn.socket, asio::buffer(up_head_), use_tuple)
-                         : co_await asio::async_write(
-                               conn.socket,
-                               std::array<asio::const_buffer, 2>{
-                                   asio::buffer(up_head_),
-                                   asio::buffer(down_buf_.data().data(), body_now)},
-                               use_tuple);
-      if (ec) {
-        stale = reused && !timed_out(ec);
-        co_return upstream_failed(stale ? nullptr : &lease, b, ec, "writing the request",
-                                  fail_status);
+      // A head alone is written straight away when the socket takes it all (the usual case):
+      // the coroutine goes on without a trip through the scheduler.
+      std::size_t sent = body_now == 0 ? send_now(conn.socket, up_head_) : 0;
+      if (sent < up_head_.size() + body_now) {
+        auto head = asio::buffer(up_head_.data() + sent, up_head_.size() - sent);
+        auto [ec, n] = body_now == 0
+                           ? co_await asio::async_write(conn.socket, head, use_tuple)
+                           : co_await asio::async_write(
+                                 conn.socket,
+                                 std::array<asio::const_buffer, 2>{
+                                     head, asio::buffer(down_buf_.data().data(), body_now)},
+                                 use_tuple);
+        if (ec) {
+          stale = reused && sent == 0 && !timed_out(ec);
+          co_return upstream_failed(stale ? nullptr : &lease, b, ec, "writing the request",
+                                    fail_status);
+        }
       }
     }
     if (body_in_memory_) {
@@ -1255,8 +1269,11 @@ class session final : public session_base,
           error_code ec;
           if (length <= small_body) {
             h.append(body, length);
-            std::tie(ec, std::ignore) =
-                co_await asio::async_write(down_, asio::buffer(h), use_tuple);
+            std::size_t sent = 0;
+            if constexpr (!tls) sent = send_now(down_, h);
+            if (sent < h.size())
+              std::tie(ec, std::ignore) = co_await asio::async_write(
+                  down_, asio::buffer(h.data() + sent, h.size() - sent), use_tuple);
           } else {
             std::tie(ec, std::ignore) = co_await asio::async_write(
                 down_,
