@@ -11,6 +11,7 @@ test_pkgs=(curl python3 procps openssl
   etcd-server etcd-client  # real etcd for discovery (tests/integration/test_etcd.py)
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler  # Hello gRPC peers
   nghttp2-client  # h2load and nghttp (tests/integration/test_grpc.py, tests/bench/grpc.sh)
+  nghttp2-server  # nghttpd, an h2c upstream (tests/integration/test_h1_to_h2c.py)
   nodejs chromium)  # status page browser test (tests/e2e), with playwright-core from npm
 bench_pkgs=(nginx-light libnginx-mod-stream haproxy wrk)
 

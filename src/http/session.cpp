@@ -32,11 +32,13 @@
 #include <boost/beast/http/error.hpp>
 
 #include "field_allocator.hpp"
+#include "h2_upstream.hpp"
 #include "chunked_decoder.hpp"
 #include "h2/proxy.hpp"
 #include "net/relay_read.hpp"
 #include "net/tls_server.hpp"
 #include "sluice/h2/preface.hpp"
+#include "sluice/h2/translate.hpp"
 #include "sluice/balance/policy.hpp"
 #include "sluice/core/clock.hpp"
 #include "sluice/http/forwarding.hpp"
@@ -176,8 +178,14 @@ void append_date(std::string& h) {
 }
 
 [[gnu::noinline, gnu::cold]] void log_http1_to_h2(const std::string& cluster) {
-  SLUICE_LOG(warn, "HTTP/1.1 request routed to HTTP/2 cluster " << cluster
+  SLUICE_LOG(warn, "HTTP/1.1 request routed to HTTP/2-over-TLS cluster " << cluster
                        << ": not supported yet, answered 502 (use HTTP/2 or gRPC clients)");
+}
+
+[[gnu::noinline, gnu::cold]] void log_h2_upstream(const core::backend& b, const char* what,
+                                                  const error_code* ec = nullptr) {
+  SLUICE_LOG(warn, "upstream " << b.name() << " (h2c) " << what
+                               << (ec ? ": " + ec->message() : std::string()));
 }
 
 [[gnu::noinline, gnu::cold]] void log_handshake_failure(const std::string& client,
@@ -698,8 +706,10 @@ class session final : public session_base,
     }
     auto& cl = *listener_->clusters[static_cast<std::size_t>(ci)];
     metrics_cluster_ = static_cast<int>(cl.metrics_slot());
+    if (cl.config().protocol == config::upstream_protocol::h2c)
+      co_return co_await proxy_h2(cl.cache(worker_->index_));
     if (cl.config().protocol != config::upstream_protocol::http1) {
-      // TODO: translate HTTP/1.1 requests to HTTP/2 upstreams; until then say so plainly.
+      // HTTP/2 over TLS toward the upstream is the HTTP/2 server's: not from HTTP/1.1 yet.
       log_http1_to_h2(cl.name());
       skip_request_body();
       co_await send_simple(502, keep_alive_);
@@ -810,6 +820,454 @@ class session final : public session_base,
       co_return keep_alive_;
     }
     co_return co_await fail(fail_status ? fail_status : 502);
+  }
+
+  enum class relay { ok, client_failed, upstream_failed };
+
+  // ---- HTTP/1.1 requests to h2c clusters -----------------------------------------------
+  // Each request is one stream on an HTTP/2 connection that carries one stream at a time and
+  // waits in the worker's h2 pool in between. The request body is sent before the response is
+  // read (reading the upstream only for window updates while its window is closed); an answer
+  // that comes first ends the upload and the client connection closes after it.
+
+  // The request as HTTP/2 fields (RFC 9113 §8.3.1): pseudo fields from the request line and
+  // Host, the end-to-end fields with lower-case names, X-Forwarded-* and Forwarded as on the
+  // HTTP/1.1 path, Content-Length when the client gave one.
+  void build_h2_request() {
+    const auto& req = req_head_;
+    auto& out = h2_req_;
+    out.clear();
+    bool absolute = target_.form == target_form::absolute;
+    std::string_view host = absolute ? target_.authority : req.host;
+    out.push_back({":method", std::string(req.method)});
+    out.push_back({":scheme", "http"});
+    if (!host.empty()) out.push_back({":authority", std::string(host)});
+    out.push_back({":path", std::string(absolute ? target_.origin : req.target)});
+    xff_.clear();
+    fwd_.clear();
+    bool forwarded = listener_->cfg->forwarded;
+    using kind = head_field::kind;
+    auto add = [&out](std::string_view name, std::string_view value) {
+      std::string n(name);
+      for (auto& ch : n) ch = static_cast<char>(ch >= 'A' && ch <= 'Z' ? ch + 32 : ch);
+      out.push_back({std::move(n), std::string(value)});
+    };
+    for (const auto& f : req.fields) {
+      switch (f.what) {
+        case kind::underscored:
+          if (limits_->underscores != config::listener_limits::underscore_action::allow) break;
+          [[fallthrough]];
+        case kind::end_to_end:
+          if (req.connection_names_fields && named_by_connection(req.fields, f.name)) break;
+          add(f.name, f.value);
+          break;
+        case kind::forwarded:
+          if (!forwarded) {
+            add(f.name, f.value);
+            break;
+          }
+          if (!fwd_.empty()) fwd_ += ", "sv;
+          fwd_ += f.value;
+          break;
+        case kind::x_forwarded_for:
+          if (!xff_.empty()) xff_ += ", "sv;
+          xff_ += f.value;
+          break;
+        default: break;  // hop-by-hop, re-framed, answered or set by the proxy
+      }
+    }
+    if (!xff_.empty()) xff_ += ", "sv;
+    xff_ += client_ip_;
+    out.push_back({"x-forwarded-for", xff_});
+    out.push_back({"x-forwarded-proto", tls ? "https" : "http"});
+    if (!host.empty()) out.push_back({"x-forwarded-host", std::string(host)});
+    if (forwarded) {
+      std::string v = fwd_;
+      if (!v.empty()) v += ", "sv;
+      append_forwarded_element(v, client_ip_, host, tls ? "https" : "http");
+      out.push_back({"forwarded", std::move(v)});
+    }
+    if (body_ == body_kind::length) out.push_back({"content-length", std::to_string(body_length_)});
+    expect_continue_ = body_ != body_kind::none && !body_in_memory_ && req.version == 11 &&
+                       beast::iequals(req.expect, "100-continue");
+  }
+
+  asio::awaitable<bool> proxy_h2(pool::snapshot_cache& cache) {
+    auto snap = cache.hold();
+    struct record_on_exit {
+      session* s;
+      ~record_on_exit() { s->record_metrics(); }
+    } record{this};
+    const auto& ccfg = cache.owner().config();
+    build_h2_request();
+
+    balance::pick_context ctx;
+    if (ccfg.policy == config::policy_kind::ring_hash) ctx.hash = request_hash(ccfg.hash);
+    std::array<core::backend*, max_tries_cap> tried{};
+    std::size_t ntried = 0;
+    unsigned max_tries = std::clamp<unsigned>(ccfg.max_tries, 1, max_tries_cap);
+    bool idempotent = is_idempotent(req_head_.method);
+    unsigned fail_status = 0;
+    body_streamed_ = false;
+
+    while (ntried < max_tries) {
+      ctx.exclude = std::span<core::backend* const>(tried.data(), ntried);
+      core::backend* b = snap->pick(ctx);
+      if (!b) break;
+      if (ntried > 0 && worker_->metrics_) worker_->metrics_->on_retry(metrics_cluster_);
+      tried[ntried++] = b;
+      pool::lease lease(*b);
+      upstream_addr_ = b->name();
+      bool fresh_only = false;
+      for (;;) {  // at most twice: a pooled connection that failed unused, then a fresh one
+        b->stats().requests.fetch_add(1, std::memory_order_relaxed);
+        auto up_start = steady::now();
+        std::shared_ptr<h2_upstream> u = fresh_only ? nullptr : worker_->h2_pool_.take(b);
+        bool reused = u != nullptr;
+        if (!u) {
+          auto conn = std::make_shared<upstream_conn>(down_.get_executor());
+          conn->backend = b;
+          up_ = conn;
+          set_deadline(ccfg.timeouts.connect);
+          auto [ec] = co_await conn->socket.async_connect(endpoint_of(b->addr()), use_tuple);
+          if (ec) {
+            bool to = timed_out(ec);
+            up_.reset();
+            lease.report(pool::outcome::connect_failure);
+            if (worker_->metrics_) worker_->metrics_->on_connect_failure(metrics_cluster_);
+            log_connect_failure(*b, to, ec, ccfg.name);
+            fail_status = to ? 504 : 502;
+            break;  // next backend
+          }
+          set_upstream_options(conn->socket);
+          u = std::make_shared<h2_upstream>(std::move(conn), h2::settings{});
+        }
+        up_ = u->conn;
+        bool retry_safe = false;
+        auto r = co_await exchange_h2(*u, ccfg, lease, reused, retry_safe, fail_status);
+        upstream_seconds_ = std::chrono::duration<double>(steady::now() - up_start).count();
+        up_.reset();
+        if (r != attempt::failed) answered_ = b;
+        if (r == attempt::done) {
+          if (reuse_upstream_) {
+            u->conn->keep = snap;
+            worker_->h2_pool_.put(std::move(u), ccfg.pool.max_idle, ccfg.pool.idle_timeout);
+          }
+          if (body_in_memory_ && body_ == body_kind::length) down_buf_.consume(body_length_);
+          co_return keep_alive_;
+        }
+        if (r == attempt::close) co_return false;
+        // Failed before any response byte reached the client. `retry_safe`: the upstream did
+        // not process the stream (refused, beyond its GOAWAY, or a pooled connection found
+        // dead before anything of the stream came back, for idempotent requests).
+        bool replayable = body_in_memory_ && !body_streamed_;
+        if (!replayable) {
+          co_await fail(fail_status ? fail_status : 502);
+          co_return false;
+        }
+        if (retry_safe && reused && !fresh_only) {
+          fresh_only = true;
+          continue;
+        }
+        if (!retry_safe && !idempotent) {
+          co_await fail(fail_status ? fail_status : 502);
+          co_return false;
+        }
+        break;  // next backend
+      }
+    }
+    if (ntried == 0) {
+      log_no_backend(ccfg.name);
+      skip_request_body();
+      co_await send_simple(503, keep_alive_);
+      co_return keep_alive_;
+    }
+    co_return co_await fail(fail_status ? fail_status : 502);
+  }
+
+  asio::awaitable<attempt> exchange_h2(h2_upstream& u, const config::cluster& ccfg,
+                                       pool::lease& lease, bool reused, bool& retry_safe,
+                                       unsigned& fail_status) {
+    auto* b = u.conn->backend;
+    reuse_upstream_ = false;
+    const bool end = body_ == body_kind::none;
+    const std::int32_t id = u.h2.submit_request(h2_req_, end);
+    if (id < 0) {  // no stream ids left, or GOAWAY: nothing was sent
+      retry_safe = true;
+      fail_status = 502;
+      co_return attempt::failed;
+    }
+    u.begin(id);
+    if (!end && body_in_memory_) {
+      u.h2.send_data(id, std::string_view(static_cast<const char*>(down_buf_.data().data()),
+                                          static_cast<std::size_t>(body_length_)));
+      u.h2.end_stream(id);
+      body_complete_ = true;
+    }
+    set_deadline(ccfg.timeouts.write);
+    if (auto ec = co_await u.flush()) {
+      retry_safe = reused && !timed_out(ec);
+      co_return upstream_failed(retry_safe ? nullptr : &lease, b, ec, "writing the request",
+                                fail_status);
+    }
+    if (!end && !body_in_memory_) {
+      body_streamed_ = true;
+      if (expect_continue_) {
+        set_deadline(timeouts_->send);
+        static constexpr std::string_view cont = "HTTP/1.1 100 Continue\r\n\r\n";
+        auto [ec, n] = co_await asio::async_write(down_, asio::buffer(cont), use_tuple);
+        if (ec) co_return attempt::close;
+      }
+      auto r = co_await send_body_h2(u, ccfg);
+      if (r == relay::client_failed) {
+        u.h2.reset(id, h2::error::cancel);
+        set_deadline(ccfg.timeouts.write);
+        co_await u.flush();
+        keep_alive_ = false;
+        if (body_status_ > 1) co_await send_simple(body_status_, false);
+        co_return attempt::close;
+      }
+      if (r == relay::upstream_failed && !u.have_headers) {
+        lease.report(pool::outcome::reset);
+        log_h2_upstream(*b, "failed while receiving the request body", &last_up_ec_);
+        fail_status = 502;
+        co_return attempt::failed;
+      }
+    }
+
+    // The response head (1xx answers are skipped by h2_upstream).
+    set_deadline(ccfg.timeouts.read);
+    while (!u.have_headers && !u.closed && !u.ended) {
+      if (auto ec = co_await u.read_more()) {
+        bool to = timed_out(ec);
+        retry_safe = (reused && !u.received && !to && idempotent_request()) ||
+                     id > u.goaway_last;
+        co_return upstream_failed(retry_safe && reused ? nullptr : &lease, b, ec,
+                                  "reading the response", fail_status);
+      }
+    }
+    unsigned status = 0;
+    if (u.have_headers) {
+      auto sv = h2::find_header(u.headers, ":status");
+      if (sv.size() == 3 && sv[0] >= '1' && sv[0] <= '9' && sv[1] >= '0' && sv[1] <= '9' &&
+          sv[2] >= '0' && sv[2] <= '9')
+        status = static_cast<unsigned>((sv[0] - '0') * 100 + (sv[1] - '0') * 10 + (sv[2] - '0'));
+    }
+    if (status == 0) {
+      retry_safe = u.close_code == h2::error::refused_stream || id > u.goaway_last;
+      lease.report(pool::outcome::reset);
+      log_h2_upstream(*b, u.have_headers ? "answered without a valid :status"
+                                         : "reset the stream before answering");
+      fail_status = 502;
+      co_return attempt::failed;
+    }
+    lease.report(status >= 500 ? pool::outcome::http_5xx : pool::outcome::success);
+    status_ = status;
+    co_return co_await relay_h2_response(u, ccfg);
+  }
+
+  bool idempotent_request() const { return is_idempotent(req_head_.method); }
+
+  // The request body from the client as DATA frames, bounded by the stream's flow control:
+  // while more than a relay buffer is queued, only the upstream is read (window updates).
+  asio::awaitable<relay> send_body_h2(h2_upstream& u, const config::cluster& ccfg) {
+    const std::int32_t id = u.id;
+    std::uint64_t left = body_ == body_kind::length ? body_length_ : 0;
+    auto& p = chunks_;
+    char* buf = request_relay_buffer();
+    for (;;) {
+      if (u.closed || u.ended || u.have_headers) {
+        keep_alive_ = false;  // answered (or reset) early: the rest of the body is not read
+        co_return relay::ok;
+      }
+      bool done = false;
+      if (body_ == body_kind::length) {
+        if (down_buf_.size() == 0) {
+          set_deadline(timeouts_->body);
+          auto want = static_cast<std::size_t>(std::min<std::uint64_t>(left, relay_size));
+          auto [ec, n] = co_await read_some(down_, down_buf_.prepare(want), use_tuple);
+          if (ec) {
+            if (timed_out(ec)) body_status_ = 408;
+            co_return relay::client_failed;
+          }
+          down_buf_.commit(n);
+        }
+        auto chunk = static_cast<std::size_t>(std::min<std::uint64_t>(left, down_buf_.size()));
+        u.h2.send_data(id, std::string_view(static_cast<const char*>(down_buf_.data().data()),
+                                            chunk));
+        down_buf_.consume(chunk);
+        left -= chunk;
+        done = left == 0;
+      } else {
+        std::size_t got = 0;
+        if (down_buf_.size() > 0) {
+          auto n = p.decode({static_cast<const char*>(down_buf_.data().data()), down_buf_.size()},
+                            buf, relay_size, got);
+          down_buf_.consume(n);
+        }
+        if (p.failed()) {
+          log_bad_body(client_ip_, chunked_decoder::describe(p.why()));
+          body_status_ = p.status();
+          co_return relay::client_failed;
+        }
+        if (got > 0) u.h2.send_data(id, std::string_view(buf, got));
+        done = p.done();
+        if (!done && (down_buf_.size() == 0 || got == 0)) {
+          set_deadline(timeouts_->body);
+          auto [ec, n] = co_await read_some(down_, down_buf_.prepare(read_chunk), use_tuple);
+          if (ec) {
+            if (timed_out(ec)) body_status_ = 408;
+            co_return relay::client_failed;
+          }
+          down_buf_.commit(n);
+        }
+      }
+      if (done) {
+        u.h2.end_stream(id);
+        body_complete_ = true;
+      }
+      set_deadline(ccfg.timeouts.write);
+      if (auto ec = co_await u.flush()) {
+        last_up_ec_ = ec;
+        co_return relay::upstream_failed;
+      }
+      if (done) co_return relay::ok;
+      while (u.h2.outbound_size(id) >= relay_size && !u.closed && !u.ended && !u.have_headers) {
+        set_deadline(ccfg.timeouts.write);
+        if (auto ec = co_await u.read_more()) {
+          last_up_ec_ = ec;
+          co_return relay::upstream_failed;
+        }
+      }
+    }
+  }
+
+  // The HTTP/1.1 response: status line, the fields minus pseudo and connection-specific ones,
+  // Date when none came; Content-Length as declared, else chunked (HTTP/1.1 client) or until
+  // close (HTTP/1.0). Body bytes are acknowledged upstream as they reach the client.
+  asio::awaitable<attempt> relay_h2_response(h2_upstream& u, const config::cluster& ccfg) {
+    const unsigned status = status_;
+    const bool client11 = req_head_.version == 11;
+    const bool no_body = req_head_.is_head() || status == 204 || status == 304;
+    std::optional<std::uint64_t> length;
+    bool bad_length = false;
+    for (const auto& f : u.headers) {
+      if (f.name != "content-length") continue;
+      std::uint64_t v = 0;
+      auto [ptr, ec] = std::from_chars(f.value.data(), f.value.data() + f.value.size(), v);
+      if (ec != std::errc{} || ptr != f.value.data() + f.value.size() || f.value.empty() ||
+          (length && *length != v))
+        bad_length = true;
+      else
+        length = v;
+    }
+    if (bad_length) length.reset();
+    const bool out_chunked = !no_body && !length && client11;
+    if (!no_body && !length && !client11) keep_alive_ = false;
+    if (worker_->draining_) keep_alive_ = false;
+
+    auto& h = head_;
+    h.clear();
+    h += "HTTP/1.1 "sv;
+    append_number(h, status);
+    h += ' ';
+    h += reason_phrase(status);
+    h += "\r\n"sv;
+    bool has_date = false;
+    for (const auto& f : u.headers) {
+      if (f.name.empty() || f.name[0] == ':' || f.name == "content-length" ||
+          h2::connection_specific(f.name))
+        continue;
+      if (f.name == "date") has_date = true;
+      h += f.name;
+      h += ": "sv;
+      h += f.value;
+      h += "\r\n"sv;
+    }
+    if (!has_date) append_date(h);
+    if (length && status != 204) {
+      h += "Content-Length: "sv;
+      append_number(h, *length);
+      h += "\r\n"sv;
+    } else if (out_chunked) {
+      h += "Transfer-Encoding: chunked\r\n"sv;
+    }
+    if (!keep_alive_)
+      h += "Connection: close\r\n"sv;
+    else if (!client11)
+      h += "Connection: keep-alive\r\n"sv;
+    h += "\r\n"sv;
+    response_started_ = true;
+
+    const std::int32_t id = u.id;
+    std::uint64_t body_sent = 0;
+    bool head_pending = true;
+    bool too_long = false;
+    for (;;) {
+      const bool done = u.ended || u.closed;
+      std::string_view chunk = u.data;
+      if (no_body) chunk = {};
+      if (length && body_sent + chunk.size() > *length) {
+        chunk = chunk.substr(0, static_cast<std::size_t>(*length - body_sent));
+        too_long = true;
+      }
+      const bool clean_end = done && u.ended && u.close_code == 0 && !too_long;
+      if (head_pending || !chunk.empty() || (done && out_chunked && clean_end)) {
+        char size_line[24];
+        std::size_t sl = 0;
+        if (out_chunked && !chunk.empty()) {
+          auto r = std::to_chars(size_line, size_line + 16, chunk.size(), 16);
+          sl = static_cast<std::size_t>(r.ptr - size_line);
+          size_line[sl++] = '\r';
+          size_line[sl++] = '\n';
+        }
+        static constexpr std::string_view crlf = "\r\n";
+        static constexpr std::string_view last = "0\r\n\r\n";
+        std::array<asio::const_buffer, 5> bufs{
+            asio::buffer(h.data(), head_pending ? h.size() : 0), asio::buffer(size_line, sl),
+            asio::buffer(chunk.data(), chunk.size()),
+            asio::buffer(crlf.data(), out_chunked && !chunk.empty() ? 2 : 0),
+            asio::buffer(last.data(), out_chunked && done && clean_end ? last.size() : 0)};
+        set_deadline(timeouts_->send);
+        auto [ec, n] = co_await asio::async_write(down_, bufs, use_tuple);
+        if (ec) {
+          u.h2.reset(id, h2::error::cancel);
+          co_return attempt::close;
+        }
+        head_pending = false;
+        bytes_sent_ += chunk.size();
+        body_sent += chunk.size();
+      }
+      if (!u.data.empty()) {
+        u.h2.consume(id, u.data.size());
+        u.data.clear();
+      }
+      if (done) break;
+      set_deadline(ccfg.timeouts.write);
+      if (auto ec = co_await u.flush()) {
+        log_h2_upstream(*u.conn->backend, "failed in the response body", &ec);
+        co_return attempt::close;
+      }
+      set_deadline(ccfg.timeouts.read);
+      if (auto ec = co_await u.read_more()) {
+        log_h2_upstream(*u.conn->backend, "failed in the response body", &ec);
+        co_return attempt::close;
+      }
+    }
+    const bool complete = u.ended && u.close_code == 0 && !too_long &&
+                          (!length || no_body || body_sent == *length);
+    if (!complete) {
+      log_h2_upstream(*u.conn->backend, "ended the response early or reset it");
+      co_return attempt::close;
+    }
+    if (!u.closed) {
+      // Our side is still open (the upload was cut short by the answer): end the stream.
+      u.h2.reset(id, h2::error::no_error);
+    }
+    set_deadline(ccfg.timeouts.write);
+    bool flushed = !co_await u.flush();
+    reuse_upstream_ = flushed && u.usable() && !worker_->draining_;
+    co_return attempt::done;
   }
 
   // Every attempt failed before the response started.
@@ -1112,8 +1570,6 @@ class session final : public session_base,
     fail_status = to ? 504 : 502;
     return attempt::failed;
   }
-
-  enum class relay { ok, client_failed, upstream_failed };
 
   char* relay_buffer() {
     if (!relay_) relay_ = std::make_unique_for_overwrite<char[]>(relay_size);
@@ -1678,6 +2134,7 @@ class session final : public session_base,
   std::unique_ptr<char[]> relay_;
   std::unique_ptr<char[]> req_relay_;
   std::string up_head_;  // request head toward the upstream
+  h2::header_list h2_req_;  // the same as HTTP/2 fields (h2c clusters)
   std::string head_;     // response head toward the client
   std::string xff_, fwd_;
   unsigned requests_ = 0;

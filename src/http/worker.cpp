@@ -103,6 +103,7 @@ void worker_state::start_tick() {
 void worker_state::on_tick() {
   flush_access_log();
   pool_.sweep(steady::now());
+  h2_pool_.sweep(steady::now());
   if (draining_) {
     drain_sessions();
     if (active_.load(std::memory_order_relaxed) == 0) {
@@ -137,6 +138,7 @@ void worker_state::drain_sessions() {
 void worker_state::drain() {
   draining_ = true;
   pool_.clear(true);
+  h2_pool_.clear(true);
   flush_access_log();
   drain_sessions();
 }

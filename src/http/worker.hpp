@@ -21,6 +21,7 @@
 #include "proxy.hpp"
 #include "sluice/log/access_log.hpp"
 #include "sluice/metrics/registry.hpp"
+#include "h2_upstream.hpp"
 #include "upstream_pool.hpp"
 
 namespace sluice::http {
@@ -123,6 +124,7 @@ class worker_state : public std::enable_shared_from_this<worker_state> {
   boost::asio::io_context& io_;
   unsigned index_;  // the worker's number: its snapshot caches and statistics blocks
   upstream_pool pool_;
+  h2_upstream_pool h2_pool_;  // HTTP/1.1 requests to h2c clusters
   log::access_log::writer access_;
   std::atomic<std::size_t> active_{0};  // open connections (sessions and parked)
   bool draining_ = false;
