@@ -134,6 +134,18 @@ class H1ToH2cTest(h.SluiceTestCase):
             c.send(h.build_request("GET", "/index.html", host="h2.test"))
             self.assertEqual(c.read_response().body, b"hello h2c\n")
 
+    def test_expect_100_continue(self):
+        body = BIG[:100 * 1024]
+        with h.Conn(self.port) as c:
+            c.send(h.build_request("POST", "/echo", host="h2.test",
+                                   headers=[("Content-Length", str(len(body))),
+                                            ("Expect", "100-continue")]))
+            interim = c.read_response(interim=True)
+            self.assertEqual(interim.status, 100)
+            c.send(body)
+            r = c.read_response()
+            self.assertEqual((r.status, r.body == body), (200, True))
+
     def test_http10_client(self):
         with h.Conn(self.port) as c:
             c.send(h.build_request("POST", "/echo", host="h2.test", body=b"ten bytes!",
