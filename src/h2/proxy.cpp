@@ -29,6 +29,7 @@
 #include "http/proxy.hpp"
 #include "net/downstream_stream.hpp"
 #include "net/relay_read.hpp"
+#include "client_tls.hpp"
 #include "http1_bridge.hpp"
 #include "sluice/h2/grpc.hpp"
 #include "sluice/h2/session.hpp"
@@ -361,14 +362,10 @@ struct worker {
     return h1_pool;
   }
 
-  // TLS client contexts of h2 clusters, by their settings (null: could not be built; logged).
-  std::unordered_map<std::string, std::shared_ptr<asio::ssl::context>> tls_contexts;
-
   // A connection with room for a call to `b`, or null when the cluster's TLS context could not
   // be built.
   std::shared_ptr<upstream> connection_for(asio::any_io_executor ex, core::backend& b,
                                            const config::cluster& cfg);
-  std::shared_ptr<asio::ssl::context> tls_context(const config::cluster& cfg, std::string& key);
   void forget(upstream* u, const std::string& backend);
 };
 
@@ -393,12 +390,7 @@ class upstream final : public connection<upstream_stream>,
         backend_name_(b.name()), key_(std::move(key)), addr_(b.addr()),
         connect_timeout_(cfg.timeouts.connect), idle_timeout_(cfg.pool.idle_timeout),
         worker_(std::move(w)), tick_(ex), tls_ctx_(std::move(tls)) {
-    if (tls_ctx_ && cfg.tls) {
-      verify_ = cfg.tls->verify;
-      server_name_ = cfg.tls->server_name;
-      if (server_name_.empty())
-        if (auto hp = core::split_host_port(b.addr().text)) server_name_ = hp->host;
-    }
+    if (tls_ctx_) tls_peer_ = client_tls_peer_of(cfg, b);
   }
 
   void start() {
@@ -476,8 +468,7 @@ class upstream final : public connection<upstream_stream>,
   bool failed_ = false;
   bool draining_ = false;
   std::shared_ptr<asio::ssl::context> tls_ctx_;  // protocol h2
-  std::string server_name_;  // SNI (unless an IP literal) and the name verified
-  bool verify_ = true;
+  client_tls_peer tls_peer_;  // SNI (unless an IP literal), the name verified, verify or not
   asio::awaitable<bool> handshake();
 };
 
@@ -623,7 +614,7 @@ std::shared_ptr<upstream> worker::connection_for(asio::any_io_executor ex, core:
   if (cfg.protocol == config::upstream_protocol::h2) {
     // Keyed by the TLS settings too: clusters sharing a backend share only like connections.
     std::string tls_key;
-    tls = tls_context(cfg, tls_key);
+    tls = client_tls_context(cfg, tls_key);
     if (!tls) return nullptr;
     key += '|';
     key += tls_key;
@@ -635,47 +626,6 @@ std::shared_ptr<upstream> worker::connection_for(asio::any_io_executor ex, core:
   list.push_back(u);
   u->start();
   return u;
-}
-
-std::shared_ptr<asio::ssl::context> worker::tls_context(const config::cluster& cfg,
-                                                        std::string& key) {
-  static const config::upstream_tls defaults;
-  const auto& t = cfg.tls ? *cfg.tls : defaults;
-  key = t.ca + '\n' + t.server_name + '\n' + (t.verify ? "1" : "0") + '\n' + t.cert + '\n' + t.key;
-  auto it = tls_contexts.find(key);
-  if (it != tls_contexts.end()) return it->second;
-  namespace ssl = asio::ssl;
-  auto ctx = std::make_shared<ssl::context>(ssl::context::tls_client);
-  error_code ec;
-  std::string what;
-  ctx->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
-                       ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1,
-                   ec);
-  ctx->set_verify_mode(t.verify ? ssl::verify_peer : ssl::verify_none, ec);
-  if (!t.ca.empty()) {
-    ctx->load_verify_file(t.ca, ec);
-    if (ec) what = "tls.ca '" + t.ca + "': " + ec.message();
-  } else {
-    ctx->set_default_verify_paths(ec);
-    if (ec) what = "the system's trusted roots: " + ec.message();
-  }
-  if (what.empty() && !t.cert.empty()) {
-    ctx->use_certificate_chain_file(t.cert, ec);
-    if (ec) what = "tls.cert '" + t.cert + "': " + ec.message();
-    if (what.empty()) {
-      ctx->use_private_key_file(t.key, ssl::context::pem, ec);
-      if (ec) what = "tls.key '" + t.key + "': " + ec.message();
-    }
-  }
-  static constexpr unsigned char alpn[] = {2, 'h', '2'};
-  if (what.empty() && SSL_CTX_set_alpn_protos(ctx->native_handle(), alpn, sizeof alpn) != 0)
-    what = "cannot offer ALPN h2";
-  if (!what.empty()) {
-    log_warn("cluster " + cfg.name + ": no TLS toward its backends: " + what);
-    ctx.reset();
-  }
-  tls_contexts.emplace(key, ctx);
-  return ctx;
 }
 
 void worker::forget(upstream* u, const std::string& backend) {
@@ -731,33 +681,7 @@ asio::awaitable<void> upstream::connect(std::shared_ptr<upstream> self) {
 }
 
 asio::awaitable<bool> upstream::handshake() {
-  auto& tls = stream_.use_tls(*tls_ctx_);
-  SSL* ssl = tls.native_handle();
-  error_code ec;
-  asio::ip::make_address(server_name_, ec);
-  bool ip_literal = !ec;
-  if (!server_name_.empty() && !ip_literal)
-    SSL_set_tlsext_host_name(ssl, server_name_.c_str());  // SNI takes host names only
-  if (verify_) tls.set_verify_callback(asio::ssl::host_name_verification(server_name_));
-  auto [hec] = co_await tls.async_handshake(asio::ssl::stream_base::client, use_tuple);
-  if (hec) {
-    if (hec == asio::error::operation_aborted) co_return false;  // timed out: the caller says so
-    std::string why = hec.message();
-    if (long v = SSL_get_verify_result(ssl); verify_ && v != X509_V_OK)
-      why += std::string(" (") + X509_verify_cert_error_string(v) + ", verifying as '" +
-             server_name_ + "')";
-    log_warn("upstream " + backend_name_ + " TLS handshake failed: " + why);
-    co_return false;
-  }
-  const unsigned char* proto = nullptr;
-  unsigned len = 0;
-  SSL_get0_alpn_selected(ssl, &proto, &len);
-  if (len != 2 || std::memcmp(proto, "h2", 2) != 0) {
-    log_warn("upstream " + backend_name_ +
-             " did not select h2 by ALPN (protocol: h2 needs an HTTP/2 over TLS backend)");
-    co_return false;
-  }
-  co_return true;
+  co_return co_await client_tls_handshake(stream_.use_tls(*tls_ctx_), tls_peer_, backend_name_);
 }
 
 void upstream::connect_failed() {

@@ -27,14 +27,16 @@ asio::awaitable<error_code> h2_upstream::flush() {
     out.clear();
     h2.send(out, write_batch);
     if (out.empty()) co_return error_code{};
-    auto [ec, n] = co_await asio::async_write(conn->socket, asio::buffer(out), use_tuple);
+    auto [ec, n] = tls ? co_await asio::async_write(*tls, asio::buffer(out), use_tuple)
+                       : co_await asio::async_write(conn->socket, asio::buffer(out), use_tuple);
     if (ec) co_return ec;
   }
 }
 
 asio::awaitable<error_code> h2_upstream::read_more() {
   auto& buf = conn->buffer;
-  auto [ec, n] = co_await conn->socket.async_read_some(buf.prepare(read_size), use_tuple);
+  auto [ec, n] = tls ? co_await tls->async_read_some(buf.prepare(read_size), use_tuple)
+                     : co_await conn->socket.async_read_some(buf.prepare(read_size), use_tuple);
   if (ec) co_return ec;
   buf.commit(n);
   bool ok = h2.receive(std::span<const std::uint8_t>(
@@ -51,6 +53,18 @@ asio::awaitable<error_code> h2_upstream::read_more() {
 
 bool h2_upstream::catch_up() {
   char buf[4096];
+  if (tls) {
+    // Through the TLS stream, without waiting: the socket is switched to non-blocking for the
+    // synchronous read (asynchronous operations do not depend on that mode).
+    error_code ec;
+    conn->socket.non_blocking(true, ec);
+    if (ec) return false;
+    for (;;) {
+      std::size_t n = tls->read_some(asio::buffer(buf), ec);
+      if (ec) return ec == asio::error::would_block;
+      if (!h2.receive(std::string_view(buf, n))) return false;
+    }
+  }
   for (;;) {
     ssize_t n = ::recv(conn->socket.native_handle(), buf, sizeof buf, MSG_DONTWAIT);
     if (n > 0) {
@@ -96,7 +110,7 @@ void h2_upstream::on_stream_close(std::int32_t stream, std::uint32_t code) {
 
 // ---- pool ------------------------------------------------------------------------------------
 
-std::shared_ptr<h2_upstream> h2_upstream_pool::take(core::backend* b) {
+std::shared_ptr<h2_upstream> h2_upstream_pool::take(core::backend* b, std::string_view tls_key) {
   auto it = idle_.find(b);
   if (it == idle_.end()) return nullptr;
   auto& list = it->second;
@@ -104,7 +118,7 @@ std::shared_ptr<h2_upstream> h2_upstream_pool::take(core::backend* b) {
   while (!list.empty() && !u) {
     u = std::move(list.back());
     list.pop_back();
-    if (!u->usable() || !u->catch_up() || !u->usable()) {
+    if (u->tls_key != tls_key || !u->usable() || !u->catch_up() || !u->usable()) {
       error_code ec;
       u->conn->socket.close(ec);
       u.reset();

@@ -1,4 +1,4 @@
-// HTTP/1.1 requests to HTTP/2 clusters (protocol: h2c): an upstream HTTP/2 connection that
+// HTTP/1.1 requests to HTTP/2 clusters (protocol h2c or h2): an upstream HTTP/2 connection that
 // carries one stream at a time for the HTTP/1.1 session using it, and a per-worker pool of idle
 // ones. Internal header: Asio.
 #pragma once
@@ -6,11 +6,13 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/ssl/stream.hpp>
 
 #include "sluice/h2/session.hpp"
 #include "upstream_pool.hpp"
@@ -25,6 +27,14 @@ class h2_upstream final : public h2::session_handler {
  public:
   h2_upstream(std::shared_ptr<upstream_conn> c, const h2::settings& s)
       : conn(std::move(c)), h2(h2::role::client, *this, s) {}
+
+  /// HTTP/2 over TLS (protocol h2): wraps the connected socket; the handshake is the caller's.
+  /// `key` names the TLS settings (a pooled connection serves only the same ones).
+  boost::asio::ssl::stream<boost::asio::ip::tcp::socket&>& use_tls(
+      boost::asio::ssl::context& ctx, std::string key) {
+    tls_key = std::move(key);
+    return tls.emplace(conn->socket, ctx);
+  }
 
   /// Writes everything the session has pending.
   boost::asio::awaitable<boost::system::error_code> flush();
@@ -52,6 +62,8 @@ class h2_upstream final : public h2::session_handler {
   }
 
   std::shared_ptr<upstream_conn> conn;
+  std::optional<boost::asio::ssl::stream<boost::asio::ip::tcp::socket&>> tls;
+  std::string tls_key;  // empty: cleartext (h2c)
   h2::session h2;
   std::string out;  // bytes being written
 
@@ -86,7 +98,8 @@ class h2_upstream_pool {
   h2_upstream_pool& operator=(const h2_upstream_pool&) = delete;
   ~h2_upstream_pool() { clear(); }
 
-  std::shared_ptr<h2_upstream> take(core::backend* b);
+  /// An idle connection to `b` with TLS settings `tls_key` ("" for h2c), or null.
+  std::shared_ptr<h2_upstream> take(core::backend* b, std::string_view tls_key);
   void put(std::shared_ptr<h2_upstream> u, std::uint32_t max_idle,
            std::chrono::milliseconds idle_timeout);
   /// Closes connections idle past their timeout.

@@ -34,6 +34,7 @@
 #include "field_allocator.hpp"
 #include "h2_upstream.hpp"
 #include "chunked_decoder.hpp"
+#include "h2/client_tls.hpp"
 #include "h2/proxy.hpp"
 #include "net/relay_read.hpp"
 #include "net/tls_server.hpp"
@@ -177,14 +178,9 @@ void append_date(std::string& h) {
   SLUICE_LOG(info, "client " << client << " sent a bad chunked body (" << reason << ")");
 }
 
-[[gnu::noinline, gnu::cold]] void log_http1_to_h2(const std::string& cluster) {
-  SLUICE_LOG(warn, "HTTP/1.1 request routed to HTTP/2-over-TLS cluster " << cluster
-                       << ": not supported yet, answered 502 (use HTTP/2 or gRPC clients)");
-}
-
 [[gnu::noinline, gnu::cold]] void log_h2_upstream(const core::backend& b, const char* what,
                                                   const error_code* ec = nullptr) {
-  SLUICE_LOG(warn, "upstream " << b.name() << " (h2c) " << what
+  SLUICE_LOG(warn, "upstream " << b.name() << " (HTTP/2) " << what
                                << (ec ? ": " + ec->message() : std::string()));
 }
 
@@ -706,15 +702,8 @@ class session final : public session_base,
     }
     auto& cl = *listener_->clusters[static_cast<std::size_t>(ci)];
     metrics_cluster_ = static_cast<int>(cl.metrics_slot());
-    if (cl.config().protocol == config::upstream_protocol::h2c)
+    if (cl.config().protocol != config::upstream_protocol::http1)
       co_return co_await proxy_h2(cl.cache(worker_->index_));
-    if (cl.config().protocol != config::upstream_protocol::http1) {
-      // HTTP/2 over TLS toward the upstream is the HTTP/2 server's: not from HTTP/1.1 yet.
-      log_http1_to_h2(cl.name());
-      skip_request_body();
-      co_await send_simple(502, keep_alive_);
-      co_return keep_alive_;
-    }
     co_return co_await proxy(cl.cache(worker_->index_));
   }
 
@@ -824,7 +813,7 @@ class session final : public session_base,
 
   enum class relay { ok, client_failed, upstream_failed };
 
-  // ---- HTTP/1.1 requests to h2c clusters -----------------------------------------------
+  // ---- HTTP/1.1 requests to HTTP/2 clusters (h2c, h2) -----------------------------------------------
   // Each request is one stream on an HTTP/2 connection that carries one stream at a time and
   // waits in the worker's h2 pool in between. The request body is sent before the response is
   // read (reading the upstream only for window updates while its window is closed); an answer
@@ -833,14 +822,15 @@ class session final : public session_base,
   // The request as HTTP/2 fields (RFC 9113 §8.3.1): pseudo fields from the request line and
   // Host, the end-to-end fields with lower-case names, X-Forwarded-* and Forwarded as on the
   // HTTP/1.1 path, Content-Length when the client gave one.
-  void build_h2_request() {
+  // `https`: the upstream hop is TLS (protocol h2).
+  void build_h2_request(bool https) {
     const auto& req = req_head_;
     auto& out = h2_req_;
     out.clear();
     bool absolute = target_.form == target_form::absolute;
     std::string_view host = absolute ? target_.authority : req.host;
     out.push_back({":method", std::string(req.method)});
-    out.push_back({":scheme", "http"});
+    out.push_back({":scheme", https ? "https" : "http"});
     if (!host.empty()) out.push_back({":authority", std::string(host)});
     out.push_back({":path", std::string(absolute ? target_.origin : req.target)});
     xff_.clear();
@@ -899,7 +889,17 @@ class session final : public session_base,
       ~record_on_exit() { s->record_metrics(); }
     } record{this};
     const auto& ccfg = cache.owner().config();
-    build_h2_request();
+    std::shared_ptr<asio::ssl::context> tls_ctx;  // protocol h2
+    std::string tls_key;
+    if (ccfg.protocol == config::upstream_protocol::h2) {
+      tls_ctx = h2::client_tls_context(ccfg, tls_key);
+      if (!tls_ctx) {  // logged when it was built
+        skip_request_body();
+        co_await send_simple(502, keep_alive_);
+        co_return keep_alive_;
+      }
+    }
+    build_h2_request(tls_ctx != nullptr);
 
     balance::pick_context ctx;
     if (ccfg.policy == config::policy_kind::ring_hash) ctx.hash = request_hash(ccfg.hash);
@@ -922,7 +922,7 @@ class session final : public session_base,
       for (;;) {  // at most twice: a pooled connection that failed unused, then a fresh one
         b->stats().requests.fetch_add(1, std::memory_order_relaxed);
         auto up_start = steady::now();
-        std::shared_ptr<h2_upstream> u = fresh_only ? nullptr : worker_->h2_pool_.take(b);
+        std::shared_ptr<h2_upstream> u = fresh_only ? nullptr : worker_->h2_pool_.take(b, tls_key);
         bool reused = u != nullptr;
         if (!u) {
           auto conn = std::make_shared<upstream_conn>(down_.get_executor());
@@ -941,6 +941,21 @@ class session final : public session_base,
           }
           set_upstream_options(conn->socket);
           u = std::make_shared<h2_upstream>(std::move(conn), h2::settings{});
+          if (tls_ctx) {
+            // The handshake counts against the connect timeout.
+            auto peer = h2::client_tls_peer_of(ccfg, *b);
+            bool ok = co_await h2::client_tls_handshake(u->use_tls(*tls_ctx, tls_key), peer,
+                                                        b->name());
+            if (!ok) {
+              bool to = timed_out(asio::error::operation_aborted);
+              up_.reset();
+              lease.report(pool::outcome::connect_failure);
+              if (worker_->metrics_) worker_->metrics_->on_connect_failure(metrics_cluster_);
+              if (to) log_h2_upstream(*b, "TLS handshake timed out");
+              fail_status = to ? 504 : 502;
+              break;  // next backend
+            }
+          }
         }
         up_ = u->conn;
         bool retry_safe = false;
@@ -1162,6 +1177,8 @@ class session final : public session_base,
         length = v;
     }
     if (bad_length) length.reset();
+    // The whole body is already in (the stream ended): its length is known.
+    if (!length && !bad_length && u.ended) length = u.data.size();
     const bool out_chunked = !no_body && !length && client11;
     if (!no_body && !length && !client11) keep_alive_ = false;
     if (worker_->draining_) keep_alive_ = false;

@@ -272,6 +272,33 @@ def free_dead_port():
 
 
 # --------------------------------------------------------------------------------------------
+# Test certificates (openssl)
+
+
+def openssl(*args, cwd):
+    p = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, timeout=60)
+    if p.returncode != 0:
+        raise AssertionError(f"openssl {' '.join(args)}: {p.stderr.decode()}")
+
+
+def make_ca(d, name):
+    """A self-signed CA: d/NAME.pem and d/NAME.key."""
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key",
+            "-out", f"{name}.pem", "-days", "2", "-subj", f"/CN={name}", cwd=d)
+
+
+def make_server_cert(d, ca, name):
+    """d/NAME.pem and d/NAME.key for localhost and 127.0.0.1, signed by CA (see make_ca)."""
+    with open(os.path.join(d, f"{name}.ext"), "w") as f:
+        f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out",
+            f"{name}.csr", "-subj", "/CN=localhost", cwd=d)
+    openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
+            "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext",
+            cwd=d)
+
+
+# --------------------------------------------------------------------------------------------
 # HTTP/1.1 over raw sockets
 
 

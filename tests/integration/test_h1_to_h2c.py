@@ -1,4 +1,5 @@
-"""HTTP/1.1 clients in front of HTTP/2 cleartext (h2c) upstreams: nghttpd as the upstream."""
+"""HTTP/1.1 clients in front of HTTP/2 upstreams, cleartext (h2c) and TLS (h2): nghttpd as the
+upstream."""
 
 import hashlib
 import os
@@ -19,12 +20,13 @@ class Nghttpd:
     """nghttpd serving `docroot` over h2c on a free loopback port, echoing POST/PUT bodies,
     printing the frames it receives (-v) to stdout."""
 
-    def __init__(self, docroot, name, port=None):
+    def __init__(self, docroot, name, port=None, tls=None):
         self.docroot, self.name = docroot, name
         self.port = port or h.free_dead_port()
         self.address = f"127.0.0.1:{self.port}"
-        self.proc = h.Process([NGHTTPD, "--no-tls", "--echo-upload", "-v", "-a", "127.0.0.1",
-                               "-d", docroot, str(self.port)], name)
+        argv = [NGHTTPD, "--echo-upload", "-v", "-a", "127.0.0.1", "-d", docroot, str(self.port)]
+        argv += list(tls) if tls else ["--no-tls"]  # tls: (key file, certificate file)
+        self.proc = h.Process(argv, name)
         h.wait_until(self._accepts, h.START_TIMEOUT, message=f"{name} to listen")
 
     def _accepts(self):
@@ -210,6 +212,59 @@ class H1ToH2cTest(h.SluiceTestCase):
     def test_no_reachable_backend(self):
         self.assertEqual(self.req(host="dead.test").status, 502)
         self.assertTrue(self.sluice.alive())
+
+
+class H1ToH2TlsTest(h.SluiceTestCase):
+    """protocol: h2, HTTP/2 over TLS with ALPN h2, certificates verified against a test CA."""
+
+    @classmethod
+    def setUpClass(cls):
+        if not os.path.exists(NGHTTPD):
+            raise unittest.SkipTest("nghttpd not installed (scripts/install-deps.sh)")
+        d = cls.make_tempdir()
+        h.make_ca(d, "ca")
+        h.make_ca(d, "other-ca")
+        h.make_server_cert(d, "ca", "server")
+        docroot = os.path.join(d, "htdocs")
+        os.makedirs(docroot)
+        with open(os.path.join(docroot, "big.bin"), "wb") as f:
+            f.write(BIG)
+        cls.upstream = Nghttpd(docroot, "nghttpd-tls", tls=(os.path.join(d, "server.key"),
+                                                             os.path.join(d, "server.pem")))
+        cls.addClassCleanup(cls.upstream.stop)
+        ca, other = os.path.join(d, "ca.pem"), os.path.join(d, "other-ca.pem")
+        routes = [{"match": {"host": "tls.test"}, "cluster": "tls"},
+                  {"match": {"host": "named.test"}, "cluster": "named"},
+                  {"match": {"host": "wrong.test"}, "cluster": "wrong"}]
+        cfg = h.config(
+            [h.listener("web", routes=routes)],
+            [h.cluster("tls", [cls.upstream], protocol="h2", tls={"ca": ca}),
+             h.cluster("named", [cls.upstream], protocol="h2",
+                       tls={"ca": ca, "server_name": "localhost"}),
+             h.cluster("wrong", [cls.upstream], protocol="h2", tls={"ca": other})],
+            workers=1)
+        cls.sluice = cls.start_sluice(cfg)
+        cls.port = cls.sluice.ports["web"]
+
+    def test_download_and_upload_over_tls(self):
+        with h.Conn(self.port) as c:
+            for host in ("tls.test", "named.test", "tls.test"):
+                c.send(h.build_request("GET", "/big.bin", host=host))
+                r = c.read_response()
+                self.assertEqual(r.status, 200)
+                self.assertEqual(hashlib.sha256(r.body).digest(), hashlib.sha256(BIG).digest())
+            body = BIG[:200 * 1024]
+            c.send(h.build_request("POST", "/echo", host="tls.test", body=body))
+            r = c.read_response()
+            self.assertEqual((r.status, r.body == body), (200, True))
+        out = self.upstream.stdout()
+        self.assertRegex(out, r":scheme: https")
+
+    def test_certificate_from_another_ca_is_refused(self):
+        r = h.request(self.port, "GET", "/big.bin", host="wrong.test")
+        self.assertEqual(r.status, 502)
+        self.sluice.wait_for_line(r"TLS handshake failed: certificate verify failed")
+        self.assertAlive(self.sluice)
 
 
 if __name__ == "__main__":

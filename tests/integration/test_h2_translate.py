@@ -345,27 +345,6 @@ def hello_client_bin():
     return h._find_binary("SLUICE_HELLO_CLIENT", os.path.join("tests", "sluice-hello-client"))
 
 
-def openssl(*args, cwd):
-    p = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, timeout=60)
-    if p.returncode != 0:
-        raise AssertionError(f"openssl {' '.join(args)}: {p.stderr.decode()}")
-
-
-def make_ca(d, name):
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key",
-            "-out", f"{name}.pem", "-days", "2", "-subj", f"/CN={name}", cwd=d)
-
-
-def make_server_cert(d, ca, name):
-    with open(os.path.join(d, f"{name}.ext"), "w") as f:
-        f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out",
-            f"{name}.csr", "-subj", "/CN=localhost", cwd=d)
-    openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
-            "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext",
-            cwd=d)
-
-
 class TlsHelloServer(h.Process):
     def __init__(self, server_id, cert, key):
         super().__init__([hello_server_bin(), "--listen", "127.0.0.1:0", "--id", server_id,
@@ -402,9 +381,9 @@ class H2TlsUpstreamTest(h.SluiceTestCase):
         except RuntimeError as e:
             raise unittest.SkipTest(str(e))
         d = cls.make_tempdir()
-        make_ca(d, "ca")
-        make_ca(d, "other-ca")
-        make_server_cert(d, "ca", "server")
+        h.make_ca(d, "ca")
+        h.make_ca(d, "other-ca")
+        h.make_server_cert(d, "ca", "server")
         cls.servers = []
         for i in ("x", "y"):
             s = TlsHelloServer(i, os.path.join(d, "server.pem"), os.path.join(d, "server.key"))
