@@ -718,6 +718,64 @@ class session final : public session_base,
   }
 
   // ---- proxying ------------------------------------------------------------------------------
+  // The backends of one request's attempts: the policy's picks, each excluding those tried.
+  struct attempts {
+    balance::pick_context ctx;
+    std::array<core::backend*, max_tries_cap> tried{};
+    std::size_t n = 0;
+    unsigned max = 1;
+  };
+  void start_attempts(attempts& a, const config::cluster& ccfg) {
+    if (ccfg.policy == config::policy_kind::ring_hash) a.ctx.hash = request_hash(ccfg.hash);
+    a.max = std::clamp<unsigned>(ccfg.max_tries, 1, max_tries_cap);
+  }
+  // The next backend to try, or null when the tries are used up or none is left.
+  core::backend* next_backend(attempts& a, const pool::snapshot& snap) {
+    if (a.n >= a.max) return nullptr;
+    a.ctx.exclude = std::span<core::backend* const>(a.tried.data(), a.n);
+    core::backend* b = snap.pick(a.ctx);
+    if (!b) return nullptr;
+    if (a.n > 0 && worker_->metrics_) worker_->metrics_->on_retry(metrics_cluster_);
+    a.tried[a.n++] = b;
+    upstream_addr_ = b->name();
+    return b;
+  }
+  // A new upstream connection to `b` (it becomes up_, under the connect timeout), or null
+  // after a failure, reported, counted and logged.
+  asio::awaitable<std::shared_ptr<upstream_conn>> connect_upstream(
+      core::backend* b, const config::cluster& ccfg, pool::lease& lease, unsigned& fail_status) {
+    auto conn = std::make_shared<upstream_conn>(down_.get_executor());
+    conn->backend = b;
+    up_ = conn;
+    set_deadline(ccfg.timeouts.connect);
+    auto [ec] = co_await conn->socket.async_connect(endpoint_of(b->addr()), use_tuple);
+    if (ec) {
+      up_.reset();
+      upstream_connect_failed(*b, ccfg, lease, timed_out(ec), &ec, fail_status);
+      co_return nullptr;
+    }
+    set_upstream_options(conn->socket);
+    co_return conn;
+  }
+  void upstream_connect_failed(core::backend& b, const config::cluster& ccfg, pool::lease& lease,
+                               bool to, const error_code* ec, unsigned& fail_status) {
+    lease.report(pool::outcome::connect_failure);
+    if (worker_->metrics_) worker_->metrics_->on_connect_failure(metrics_cluster_);
+    if (ec) log_connect_failure(b, to, *ec, ccfg.name);
+    fail_status = to ? 504 : 502;
+  }
+  // No attempt answered: 503 when there was no backend to try, else the last failure's status.
+  asio::awaitable<bool> no_answer(const attempts& a, const config::cluster& ccfg,
+                                  unsigned fail_status) {
+    if (a.n == 0) {
+      log_no_backend(ccfg.name);
+      skip_request_body();
+      co_await send_simple(503, keep_alive_);
+      co_return keep_alive_;
+    }
+    co_return co_await fail(fail_status ? fail_status : 502);
+  }
+
   asio::awaitable<bool> proxy(pool::snapshot_cache& cache) {
     auto snap = cache.hold();
     // Recorded on every way out, while `snap` still keeps the answering backend alive.
@@ -728,23 +786,14 @@ class session final : public session_base,
     const auto& ccfg = cache.owner().config();
     build_upstream_head();
 
-    balance::pick_context ctx;
-    if (ccfg.policy == config::policy_kind::ring_hash) ctx.hash = request_hash(ccfg.hash);
-    std::array<core::backend*, max_tries_cap> tried{};
-    std::size_t ntried = 0;
-    unsigned max_tries = std::clamp<unsigned>(ccfg.max_tries, 1, max_tries_cap);
+    attempts tries;
+    start_attempts(tries, ccfg);
     bool idempotent = is_idempotent(req_head_.method);
     unsigned fail_status = 0;
     body_streamed_ = false;
 
-    while (ntried < max_tries) {
-      ctx.exclude = std::span<core::backend* const>(tried.data(), ntried);
-      core::backend* b = snap->pick(ctx);
-      if (!b) break;
-      if (ntried > 0 && worker_->metrics_) worker_->metrics_->on_retry(metrics_cluster_);
-      tried[ntried++] = b;
+    while (core::backend* b = next_backend(tries, *snap)) {
       pool::lease lease(*b);
-      upstream_addr_ = b->name();
       bool fresh_only = false;
       for (;;) {  // at most twice: a stale pooled connection, then a fresh one
         b->stats().requests.fetch_add(1, std::memory_order_relaxed);
@@ -752,21 +801,8 @@ class session final : public session_base,
         std::shared_ptr<upstream_conn> conn = fresh_only ? nullptr : worker_->pool_.take(b);
         bool reused = conn != nullptr;
         if (!conn) {
-          conn = std::make_shared<upstream_conn>(down_.get_executor());
-          conn->backend = b;
-          up_ = conn;
-          set_deadline(ccfg.timeouts.connect);
-          auto [ec] = co_await conn->socket.async_connect(endpoint_of(b->addr()), use_tuple);
-          if (ec) {
-            bool to = timed_out(ec);
-            up_.reset();
-            lease.report(pool::outcome::connect_failure);
-            if (worker_->metrics_) worker_->metrics_->on_connect_failure(metrics_cluster_);
-            log_connect_failure(*b, to, ec, ccfg.name);
-            fail_status = to ? 504 : 502;
-            break;  // next backend
-          }
-          set_upstream_options(conn->socket);
+          conn = co_await connect_upstream(b, ccfg, lease, fail_status);
+          if (!conn) break;  // next backend
         }
         up_ = conn;
         bool stale = false;
@@ -802,13 +838,7 @@ class session final : public session_base,
         break;  // next backend
       }
     }
-    if (ntried == 0) {
-      log_no_backend(ccfg.name);
-      skip_request_body();
-      co_await send_simple(503, keep_alive_);
-      co_return keep_alive_;
-    }
-    co_return co_await fail(fail_status ? fail_status : 502);
+    co_return co_await no_answer(tries, ccfg, fail_status);
   }
 
   enum class relay { ok, client_failed, upstream_failed };
@@ -901,23 +931,14 @@ class session final : public session_base,
     }
     build_h2_request(tls_ctx != nullptr);
 
-    balance::pick_context ctx;
-    if (ccfg.policy == config::policy_kind::ring_hash) ctx.hash = request_hash(ccfg.hash);
-    std::array<core::backend*, max_tries_cap> tried{};
-    std::size_t ntried = 0;
-    unsigned max_tries = std::clamp<unsigned>(ccfg.max_tries, 1, max_tries_cap);
+    attempts tries;
+    start_attempts(tries, ccfg);
     bool idempotent = is_idempotent(req_head_.method);
     unsigned fail_status = 0;
     body_streamed_ = false;
 
-    while (ntried < max_tries) {
-      ctx.exclude = std::span<core::backend* const>(tried.data(), ntried);
-      core::backend* b = snap->pick(ctx);
-      if (!b) break;
-      if (ntried > 0 && worker_->metrics_) worker_->metrics_->on_retry(metrics_cluster_);
-      tried[ntried++] = b;
+    while (core::backend* b = next_backend(tries, *snap)) {
       pool::lease lease(*b);
-      upstream_addr_ = b->name();
       bool fresh_only = false;
       for (;;) {  // at most twice: a pooled connection that failed unused, then a fresh one
         b->stats().requests.fetch_add(1, std::memory_order_relaxed);
@@ -925,21 +946,8 @@ class session final : public session_base,
         std::shared_ptr<h2_upstream> u = fresh_only ? nullptr : worker_->h2_pool_.take(b, tls_key);
         bool reused = u != nullptr;
         if (!u) {
-          auto conn = std::make_shared<upstream_conn>(down_.get_executor());
-          conn->backend = b;
-          up_ = conn;
-          set_deadline(ccfg.timeouts.connect);
-          auto [ec] = co_await conn->socket.async_connect(endpoint_of(b->addr()), use_tuple);
-          if (ec) {
-            bool to = timed_out(ec);
-            up_.reset();
-            lease.report(pool::outcome::connect_failure);
-            if (worker_->metrics_) worker_->metrics_->on_connect_failure(metrics_cluster_);
-            log_connect_failure(*b, to, ec, ccfg.name);
-            fail_status = to ? 504 : 502;
-            break;  // next backend
-          }
-          set_upstream_options(conn->socket);
+          auto conn = co_await connect_upstream(b, ccfg, lease, fail_status);
+          if (!conn) break;  // next backend
           u = std::make_shared<h2_upstream>(std::move(conn), h2::settings{});
           if (tls_ctx) {
             // The handshake counts against the connect timeout.
@@ -949,10 +957,8 @@ class session final : public session_base,
             if (!ok) {
               bool to = timed_out(asio::error::operation_aborted);
               up_.reset();
-              lease.report(pool::outcome::connect_failure);
-              if (worker_->metrics_) worker_->metrics_->on_connect_failure(metrics_cluster_);
               if (to) log_h2_upstream(*b, "TLS handshake timed out");
-              fail_status = to ? 504 : 502;
+              upstream_connect_failed(*b, ccfg, lease, to, nullptr, fail_status);
               break;  // next backend
             }
           }
@@ -991,13 +997,7 @@ class session final : public session_base,
         break;  // next backend
       }
     }
-    if (ntried == 0) {
-      log_no_backend(ccfg.name);
-      skip_request_body();
-      co_await send_simple(503, keep_alive_);
-      co_return keep_alive_;
-    }
-    co_return co_await fail(fail_status ? fail_status : 502);
+    co_return co_await no_answer(tries, ccfg, fail_status);
   }
 
   asio::awaitable<attempt> exchange_h2(h2_upstream& u, const config::cluster& ccfg,
@@ -1084,60 +1084,26 @@ class session final : public session_base,
   bool idempotent_request() const { return is_idempotent(req_head_.method); }
 
   // The request body from the client as DATA frames, bounded by the stream's flow control:
-  // while more than a relay buffer is queued, only the upstream is read (window updates).
+  // while more than a relay buffer is queued, only the upstream is read (window updates). An
+  // upstream may send its response head meanwhile; response data waits (within the stream's
+  // receive window) until the body is sent, so an upstream that must send more than that window
+  // before it reads on stalls until a timeout: full-duplex streaming is for HTTP/2 clients.
   asio::awaitable<relay> send_body_h2(h2_upstream& u, const config::cluster& ccfg) {
     const std::int32_t id = u.id;
-    std::uint64_t left = body_ == body_kind::length ? body_length_ : 0;
-    auto& p = chunks_;
-    char* buf = request_relay_buffer();
+    std::uint64_t left = body_length_;
     for (;;) {
-      if (u.closed || u.ended || u.have_headers) {
+      if (u.closed || u.ended) {
         keep_alive_ = false;  // answered (or reset) early: the rest of the body is not read
         co_return relay::ok;
       }
-      bool done = false;
+      body_piece piece;
+      if (!co_await next_body_piece(left, piece, false)) co_return relay::client_failed;
+      if (piece.size > 0) u.h2.send_data(id, std::string_view(piece.data, piece.size));
       if (body_ == body_kind::length) {
-        if (down_buf_.size() == 0) {
-          set_deadline(timeouts_->body);
-          auto want = static_cast<std::size_t>(std::min<std::uint64_t>(left, relay_size));
-          auto [ec, n] = co_await read_some(down_, down_buf_.prepare(want), use_tuple);
-          if (ec) {
-            if (timed_out(ec)) body_status_ = 408;
-            co_return relay::client_failed;
-          }
-          down_buf_.commit(n);
-        }
-        auto chunk = static_cast<std::size_t>(std::min<std::uint64_t>(left, down_buf_.size()));
-        u.h2.send_data(id, std::string_view(static_cast<const char*>(down_buf_.data().data()),
-                                            chunk));
-        down_buf_.consume(chunk);
-        left -= chunk;
-        done = left == 0;
-      } else {
-        std::size_t got = 0;
-        if (down_buf_.size() > 0) {
-          auto n = p.decode({static_cast<const char*>(down_buf_.data().data()), down_buf_.size()},
-                            buf, relay_size, got);
-          down_buf_.consume(n);
-        }
-        if (p.failed()) {
-          log_bad_body(client_ip_, chunked_decoder::describe(p.why()));
-          body_status_ = p.status();
-          co_return relay::client_failed;
-        }
-        if (got > 0) u.h2.send_data(id, std::string_view(buf, got));
-        done = p.done();
-        if (!done && (down_buf_.size() == 0 || got == 0)) {
-          set_deadline(timeouts_->body);
-          auto [ec, n] = co_await read_some(down_, down_buf_.prepare(read_chunk), use_tuple);
-          if (ec) {
-            if (timed_out(ec)) body_status_ = 408;
-            co_return relay::client_failed;
-          }
-          down_buf_.commit(n);
-        }
+        down_buf_.consume(piece.size);
+        left -= piece.size;
       }
-      if (done) {
+      if (piece.last) {
         u.h2.end_stream(id);
         body_complete_ = true;
       }
@@ -1146,8 +1112,8 @@ class session final : public session_base,
         last_up_ec_ = ec;
         co_return relay::upstream_failed;
       }
-      if (done) co_return relay::ok;
-      while (u.h2.outbound_size(id) >= relay_size && !u.closed && !u.ended && !u.have_headers) {
+      if (piece.last) co_return relay::ok;
+      while (u.h2.outbound_size(id) >= relay_size && !u.closed && !u.ended) {
         set_deadline(ccfg.timeouts.write);
         if (auto ec = co_await u.read_more()) {
           last_up_ec_ = ec;
@@ -1471,8 +1437,7 @@ class session final : public session_base,
   // The body half of a streamed exchange. Never writes to the client: failures are left in
   // body_status_ (client side) or body_up_failed_ (upstream side).
   asio::awaitable<int> send_body(upstream_conn& conn, const config::cluster& ccfg) {
-    auto r = body_ == body_kind::length ? co_await relay_length_request(conn, ccfg)
-                                        : co_await relay_chunked_request(conn, ccfg);
+    auto r = co_await relay_request_body(conn, ccfg);
     body_done_ = true;
     body_deadline_ = steady::time_point::max();
     if (cancelled_by_response_) co_return 0;
@@ -1598,39 +1563,29 @@ class session final : public session_base,
     return req_relay_.get();
   }
 
-  // Content-Length request body: bytes already buffered first, then straight from the socket.
-  asio::awaitable<relay> relay_length_request(upstream_conn& conn, const config::cluster& ccfg) {
-    std::uint64_t left = body_length_;
-    while (left > 0) {
-      if (down_buf_.size() == 0) {
-        if (cancelled_by_response_) co_return relay::client_failed;
-        set_body_deadline(timeouts_->body);
-        auto want = static_cast<std::size_t>(std::min<std::uint64_t>(left, relay_size));
-        auto [ec, n] = co_await read_some(down_, down_buf_.prepare(want), use_tuple);
-        if (ec) {
-          if (body_timed_out(ec)) body_status_ = 408;
-          co_return relay::client_failed;
-        }
-        down_buf_.commit(n);
-      }
-      auto chunk = static_cast<std::size_t>(std::min<std::uint64_t>(left, down_buf_.size()));
-      set_body_deadline(ccfg.timeouts.write);
-      auto [ec, n] = co_await asio::async_write(
-          conn.socket, asio::buffer(down_buf_.data().data(), chunk), use_tuple);
-      if (ec) {
-        last_up_ec_ = ec;
-        co_return relay::upstream_failed;
-      }
-      down_buf_.consume(chunk);
-      left -= chunk;
+  // The next piece of a streamed request body. Content-Length: the bytes at the front of
+  // down_buf_ (read when it is empty), which the caller consumes once they are sent; chunked:
+  // decoded data in the request relay buffer. `last`: the body ends with this piece (which may
+  // be empty). False: the client failed (body_status_ 408 on the body timeout, 400 on bad
+  // chunking, else a read error). `body_half`: the reads run under the body half's own deadline
+  // beside the response half, and stop once that half has cancelled them.
+  struct body_piece {
+    const char* data = nullptr;
+    std::size_t size = 0;
+    bool last = false;
+  };
+  asio::awaitable<bool> next_body_piece(std::uint64_t left, body_piece& out, bool body_half) {
+    out = {};
+    if (body_ == body_kind::length) {
+      if (left > 0 && down_buf_.size() == 0 &&
+          !co_await read_body_bytes(
+              static_cast<std::size_t>(std::min<std::uint64_t>(left, relay_size)), body_half))
+        co_return false;
+      out.data = static_cast<const char*>(down_buf_.data().data());
+      out.size = static_cast<std::size_t>(std::min<std::uint64_t>(left, down_buf_.size()));
+      out.last = out.size == left;
+      co_return true;
     }
-    body_complete_ = true;
-    co_return relay::ok;
-  }
-
-  // Chunked request body: decoded (chunked_decoder), re-framed as chunks (extensions and
-  // trailers are not forwarded).
-  asio::awaitable<relay> relay_chunked_request(upstream_conn& conn, const config::cluster& ccfg) {
     auto& p = chunks_;
     char* buf = request_relay_buffer();
     for (;;) {
@@ -1643,14 +1598,44 @@ class session final : public session_base,
       if (p.failed()) {
         log_bad_body(client_ip_, chunked_decoder::describe(p.why()));
         body_status_ = p.status();
-        co_return relay::client_failed;
+        co_return false;
       }
-      bool done = p.done();
-      if (got > 0 || done) {
+      if (got > 0 || p.done()) {
+        out = {buf, got, p.done()};
+        co_return true;
+      }
+      if (!co_await read_body_bytes(read_chunk, body_half)) co_return false;
+    }
+  }
+
+  asio::awaitable<bool> read_body_bytes(std::size_t want, bool body_half) {
+    if (body_half && cancelled_by_response_) co_return false;
+    if (body_half)
+      set_body_deadline(timeouts_->body);
+    else
+      set_deadline(timeouts_->body);
+    auto [ec, n] = co_await read_some(down_, down_buf_.prepare(want), use_tuple);
+    if (ec) {
+      if (body_half ? body_timed_out(ec) : timed_out(ec)) body_status_ = 408;
+      co_return false;
+    }
+    down_buf_.commit(n);
+    co_return true;
+  }
+
+  // A streamed request body toward an HTTP/1.1 upstream: Content-Length bodies byte for byte,
+  // chunked ones decoded and re-framed as chunks (extensions and trailers are not forwarded).
+  asio::awaitable<relay> relay_request_body(upstream_conn& conn, const config::cluster& ccfg) {
+    const bool chunked = body_ == body_kind::chunked;
+    std::uint64_t left = body_length_;
+    for (;;) {
+      body_piece piece;
+      if (!co_await next_body_piece(left, piece, true)) co_return relay::client_failed;
+      if (piece.size > 0 || (chunked && piece.last)) {
         char size_line[24];
         std::size_t sl = 0;
-        if (got > 0) {
-          auto r = std::to_chars(size_line, size_line + 16, got, 16);
+        if (chunked && piece.size > 0) {
+          auto r = std::to_chars(size_line, size_line + 16, piece.size, 16);
           sl = static_cast<std::size_t>(r.ptr - size_line);
           size_line[sl++] = '\r';
           size_line[sl++] = '\n';
@@ -1658,29 +1643,23 @@ class session final : public session_base,
         static constexpr std::string_view crlf = "\r\n";
         static constexpr std::string_view last = "0\r\n\r\n";
         std::array<asio::const_buffer, 4> bufs{
-            asio::buffer(size_line, sl), asio::buffer(buf, got),
-            asio::buffer(crlf.data(), got > 0 ? 2 : 0),
-            asio::buffer(last.data(), done ? last.size() : 0)};
+            asio::buffer(size_line, sl), asio::buffer(piece.data, piece.size),
+            asio::buffer(crlf.data(), chunked && piece.size > 0 ? 2 : 0),
+            asio::buffer(last.data(), chunked && piece.last ? last.size() : 0)};
         set_body_deadline(ccfg.timeouts.write);
-        auto [wec, wn] = co_await asio::async_write(conn.socket, bufs, use_tuple);
-        if (wec) {
-          last_up_ec_ = wec;
+        auto [ec, n] = co_await asio::async_write(conn.socket, bufs, use_tuple);
+        if (ec) {
+          last_up_ec_ = ec;
           co_return relay::upstream_failed;
         }
       }
-      if (done) {
+      if (!chunked) {
+        down_buf_.consume(piece.size);
+        left -= piece.size;
+      }
+      if (piece.last) {
         body_complete_ = true;
         co_return relay::ok;
-      }
-      if (down_buf_.size() == 0 || got == 0) {
-        if (cancelled_by_response_) co_return relay::client_failed;
-        set_body_deadline(timeouts_->body);
-        auto [rec, n] = co_await read_some(down_, down_buf_.prepare(read_chunk), use_tuple);
-        if (rec) {
-          if (body_timed_out(rec)) body_status_ = 408;
-          co_return relay::client_failed;
-        }
-        down_buf_.commit(n);
       }
     }
   }

@@ -42,10 +42,11 @@ class LeastConnTest(h.SluiceTestCase):
 
         def long_request(i):
             try:
-                results[i] = h.get(self.sluice.port, "/delay/3000", timeout=30)
+                results[i] = h.get(self.sluice.port, "/delay/10000", timeout=60)
             except Exception as e:  # noqa: BLE001 - checked below
                 results[i] = e
 
+        # 10 s: ample for six quick requests on a loaded machine (sanitizer build, parallel tests).
         threads = [threading.Thread(target=long_request, args=(i,)) for i in range(2)]
         for t in threads:
             t.start()
@@ -58,7 +59,7 @@ class LeastConnTest(h.SluiceTestCase):
         quick = [h.get(self.sluice.port, "/").header("X-Backend") for _ in range(6)]
         still_running = [t.is_alive() for t in threads]
         for t in threads:
-            t.join(timeout=30)
+            t.join(timeout=60)
         self.assertTrue(all(still_running), "slow requests finished before the quick ones")
         self.assertEqual(quick, [idle] * 6, f"busy: {busy}")
         for i in range(2):
