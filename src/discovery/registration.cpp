@@ -33,8 +33,17 @@ std::optional<registration> fail(std::string* error, std::string message) {
   return std::nullopt;
 }
 
+// A host name or address literal is printable ASCII: anything else cannot resolve, and would
+// reach log lines as it came (a registrant's bytes, not necessarily text).
+bool printable_ascii(std::string_view s) {
+  for (char c : s)
+    if (static_cast<unsigned char>(c) <= 0x20 || static_cast<unsigned char>(c) >= 0x7f)
+      return false;
+  return true;
+}
+
 std::optional<registration> with_address(registration r, std::string_view text, std::string* error) {
-  if (!core::split_host_port(text))
+  if (!printable_ascii(text) || !core::split_host_port(text))
     return fail(error, "address " + shown(text) + " is not host:port with a port 1-65535");
   r.address = std::string(text);
   return r;
@@ -62,8 +71,10 @@ std::optional<registration> parse_registration(std::string_view value, std::stri
     std::int64_t n = 0;
     if (w->is_int64()) n = w->as_int64();
     else if (w->is_uint64()) n = w->as_uint64() > max_weight ? max_weight + 1 : static_cast<std::int64_t>(w->as_uint64());
-    else if (w->is_double() && w->as_double() == static_cast<double>(static_cast<std::int64_t>(w->as_double())) &&
-             w->as_double() >= -1e9 && w->as_double() <= 1e9)
+    // The range first: converting a double outside int64's range is undefined (a weight past
+    // 2^64 comes as a double).
+    else if (w->is_double() && w->as_double() >= -1e9 && w->as_double() <= 1e9 &&
+             w->as_double() == static_cast<double>(static_cast<std::int64_t>(w->as_double())))
       n = static_cast<std::int64_t>(w->as_double());  // 2.0 is an integer in JSON terms
     else
       return fail(error, "\"weight\" is not an integer: " + json::serialize(*w));

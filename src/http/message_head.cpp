@@ -18,6 +18,12 @@ using syntax::trim;
 
 char lower(char c) noexcept { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c; }
 
+// memchr that takes an empty range at any pointer: an empty view may have no data at all, and
+// memchr(nullptr, c, 0) is undefined.
+const char* find_byte(const char* p, char c, std::size_t n) noexcept {
+  return n == 0 ? nullptr : static_cast<const char*>(std::memchr(p, c, n));
+}
+
 // `name` compared with a lower-case literal of the same length.
 bool iequals_lower(std::string_view name, std::string_view lit) noexcept {
   if (name.size() != lit.size()) return false;
@@ -283,12 +289,12 @@ head_parse parse_response_head(std::string_view buf, std::size_t limit, bool hea
   };
 
   // Status line: HTTP/1.x SP 3DIGIT [SP reason-phrase] CRLF.
-  const char* lf = static_cast<const char*>(std::memchr(base, '\n', avail));
+  const char* lf = find_byte(base, '\n', avail);
   if (!lf) {
     // Refuse early what cannot become a status line.
     static constexpr std::string_view proto = "HTTP/1.";
     auto n = avail < proto.size() ? avail : proto.size();
-    if (std::memcmp(base, proto.data(), n) != 0) return fail(error, "bad status line");
+    if (n > 0 && std::memcmp(base, proto.data(), n) != 0) return fail(error, "bad status line");
     return need_more();
   }
   if (lf == base || lf[-1] != '\r') return fail(error, "bare LF in the status line");
@@ -458,9 +464,9 @@ request_verdict parse_request_head(std::string_view buf, const config::listener_
   // Request line: method SP request-target SP HTTP-version CRLF.
   const char* start = base + skip;
   std::size_t rest = avail - (skip < avail ? skip : avail);
-  const char* lf = static_cast<const char*>(std::memchr(start, '\n', rest));
+  const char* lf = find_byte(start, '\n', rest);
   // A method that goes on and on is refused as such (400), not as a long line (414).
-  if (std::memchr(start, ' ', std::min(rest, max_method + 1)) == nullptr &&
+  if (find_byte(start, ' ', std::min(rest, max_method + 1)) == nullptr &&
       (lf ? static_cast<std::size_t>(lf - start) : rest) > max_method)
     return reject(400, "method too long");
   if (!lf) {

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include <sys/stat.h>
+
 namespace cfg = sluice::config;
 
 namespace {
@@ -65,6 +67,16 @@ TEST_CASE("cluster tls errors name the key", "[config][tls]") {
   e = errors_of(with_cluster("h2", "    tls: { ca: /nonexistent/ca.pem }\n"));
   REQUIRE(e.size() == 1);
   CHECK(e[0].find("clusters[0].tls.ca: cannot read '/nonexistent/ca.pem'") != std::string::npos);
+
+  // A FIFO with no writer is refused, not waited on forever.
+  std::string fifo = "upstream_tls_config_test_fifo";
+  std::remove(fifo.c_str());
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  e = errors_of(with_cluster("h2", "    tls: { ca: " + fifo + " }\n"));
+  std::remove(fifo.c_str());
+  REQUIRE(e.size() == 1);
+  CHECK(e[0].find("clusters[0].tls.ca: cannot read '" + fifo + "': not a regular file") !=
+        std::string::npos);
 
   e = errors_of(with_cluster("h2", "    tls: { cert: /nonexistent/c.pem }\n"));
   REQUIRE(e.size() == 1);

@@ -54,6 +54,10 @@ TEST_CASE("unusable values are rejected with a reason", "[etcd][registration]") 
   CHECK(reason(R"({"address": "127.0.0.1:1", "weight": 1001})") == "\"weight\" must be between 1 and 1000, got 1001");
   CHECK(reason(R"({"address": "127.0.0.1:1", "weight": -3})") == "\"weight\" must be between 1 and 1000, got -3");
   CHECK(reason(R"({"address": "127.0.0.1:1", "weight": 18446744073709551615})").find("between 1 and 1000") != std::string::npos);
+  // Past 2^64 the weight is a double outside int64's range (found by tests/fuzz under UBSan).
+  CHECK(reason(R"({"address": "127.0.0.1:1", "weight": 18446744073709551618})")
+            .rfind("\"weight\" is not an integer", 0) == 0);
+  CHECK(reason(R"({"address": "127.0.0.1:1", "weight": -1e300})").rfind("\"weight\"", 0) == 0);
   CHECK(reason(R"({"address": "127.0.0.1:1", "weight": "2"})").rfind("\"weight\" is not an integer", 0) == 0);
   CHECK(reason(R"({"address": "127.0.0.1:1", "weight": 1.5})").rfind("\"weight\" is not an integer", 0) == 0);
   CHECK(reason(R"({"address": "127.0.0.1:1", "protocol": 2})") == "\"protocol\" is not a string");
@@ -64,6 +68,12 @@ TEST_CASE("unusable values are rejected with a reason", "[etcd][registration]") 
   auto garbage = reason(std::string("\x01\x02zz") + std::string(200, 'x'));
   CHECK(garbage.find('\x01') == std::string::npos);
   CHECK(garbage.size() < 140);
+  // A host is printable ASCII: bytes that cannot resolve (and would reach log lines as they
+  // came) are refused, in both forms. Found by tests/fuzz (etcd).
+  CHECK(reason("127.0.0.\xff\xff" "1:8001").find("not host:port") != std::string::npos);
+  CHECK(reason("a b:80").find("not host:port") != std::string::npos);
+  CHECK(reason(R"({"address": "a\u0001b:80"})").find("not host:port") != std::string::npos);
+  CHECK(reason(R"("h\u00e9:80")").find("not host:port") != std::string::npos);
 }
 
 TEST_CASE("format_registration round-trips", "[etcd][registration]") {

@@ -75,6 +75,13 @@ TEST_CASE("response head: every prefix of a head asks for more, byte by byte") {
   CHECK(h.fields.size() == 4);
 }
 
+TEST_CASE("response head: an empty view with no data pointer asks for more") {
+  // Found by tests/fuzz under UBSan: memchr and memcmp were given a null pointer.
+  response_head h;
+  CHECK(parse_response_head(std::string_view{}, response_header_limit, false, h) ==
+        head_parse::need_more);
+}
+
 TEST_CASE("response head: framing follows RFC 9112 section 6.3") {
   response_head h;
   SECTION("no framing fields: until the close, and the connection is not reusable") {

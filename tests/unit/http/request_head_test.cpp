@@ -68,6 +68,9 @@ TEST_CASE("request head: incomplete is need_more", "[http][request]") {
   CHECK(status("GET / HTTP/1.1\r\nHost: a\r\n") == 1);
   CHECK(status("GET / HT") == 1);
   CHECK(status("") == 1);
+  // An empty view with no data pointer at all (found by tests/fuzz under UBSan: memchr of null).
+  request_head h;
+  CHECK(parse_request_head(std::string_view{}, {}, h).what == head_parse::need_more);
 }
 
 TEST_CASE("request head: leading empty lines are tolerated", "[http][request]") {
