@@ -7,7 +7,6 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <limits>
 #include <map>
 #include <set>
@@ -1241,9 +1240,9 @@ class reader {
     if (auto* x = m.get("ca")) {
       if (auto s = read_string(ctx_, *x)) {
         out.ca = resolve_path(*s);
-        if (!std::ifstream(out.ca))
-          ctx_.error(x->mark(), x->path,
-                     "cannot read " + quote(out.ca) + ": " + std::strerror(errno));
+        // A regular file that can be read now (a FIFO would block the check; refused).
+        std::string pem, why;
+        if (!read_pem_file(out.ca, pem, &why)) ctx_.error(x->mark(), x->path, why);
       }
     }
     if (auto* x = m.get("server_name")) {
