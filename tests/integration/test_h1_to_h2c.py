@@ -6,7 +6,9 @@ import os
 import re
 import shutil
 import socket
+import struct
 import sys
+import threading
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -212,6 +214,158 @@ class H1ToH2cTest(h.SluiceTestCase):
     def test_no_reachable_backend(self):
         self.assertEqual(self.req(host="dead.test").status, 502)
         self.assertTrue(self.sluice.alive())
+
+
+class RawH2Server:
+    """A scripted h2c server speaking raw frames, for the failures nghttpd will not produce.
+    For every request stream (once its END_STREAM arrived) it runs `action`: "refuse"
+    (RST_STREAM REFUSED_STREAM), "truncate" (a head announcing 100 bytes, 10 of them, then
+    RST_STREAM INTERNAL_ERROR) or "goaway" (GOAWAY with last stream 0: nothing processed)."""
+
+    PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+    def __init__(self, action):
+        self.action = action
+        self.streams = 0
+        self.lock = threading.Lock()
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.address = f"127.0.0.1:{self.port}"
+        self.conns = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    @staticmethod
+    def frame(ftype, flags, sid, payload=b""):
+        return struct.pack(">I", len(payload))[1:] + bytes([ftype, flags]) + \
+            struct.pack(">I", sid) + payload
+
+    @staticmethod
+    def literal(name, value):  # HPACK literal without indexing, new name, no Huffman
+        n, v = name.encode(), value.encode()
+        return bytes([0, len(n)]) + n + bytes([len(v)]) + v
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(c)
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _read(self, c, n):
+        buf = b""
+        while len(buf) < n:
+            chunk = c.recv(n - len(buf))
+            if not chunk:
+                raise EOFError
+            buf += chunk
+        return buf
+
+    def _serve(self, c):
+        try:
+            c.settimeout(h.IO_TIMEOUT)
+            if self._read(c, len(self.PREFACE)) != self.PREFACE:
+                return
+            c.sendall(self.frame(4, 0, 0))
+            while True:
+                head = self._read(c, 9)
+                length = int.from_bytes(head[:3], "big")
+                ftype, flags = head[3], head[4]
+                sid = int.from_bytes(head[5:9], "big") & 0x7FFFFFFF
+                self._read(c, length)
+                if ftype == 4 and not flags & 1:
+                    c.sendall(self.frame(4, 1, 0))  # SETTINGS ACK
+                if ftype in (0, 1) and flags & 1:  # END_STREAM: the request is complete
+                    with self.lock:
+                        self.streams += 1
+                    if not self._answer(c, sid):
+                        return
+        except (OSError, EOFError):
+            return
+        finally:
+            c.close()
+
+    def _answer(self, c, sid):
+        if self.action == "refuse":
+            c.sendall(self.frame(3, 0, sid, struct.pack(">I", 7)))
+            return True
+        if self.action == "truncate":
+            block = self.literal(":status", "200") + self.literal("content-length", "100")
+            c.sendall(self.frame(1, 4, sid, block) + self.frame(0, 0, sid, b"0123456789") +
+                      self.frame(3, 0, sid, struct.pack(">I", 2)))
+            return True
+        # GOAWAY, last stream 0, and the connection stays open until the client closes it.
+        c.sendall(self.frame(7, 0, 0, struct.pack(">II", 0, 0)))
+        return True
+
+    def stop(self):
+        self.sock.close()
+        for c in self.conns:
+            try:
+                c.close()
+            except OSError:
+                pass
+
+
+class H1ToH2FailuresTest(h.SluiceTestCase):
+    """Streams an upstream refuses, cuts short or leaves unprocessed behind a GOAWAY."""
+
+    @classmethod
+    def setUpClass(cls):
+        if not os.path.exists(NGHTTPD):
+            raise unittest.SkipTest("nghttpd not installed (scripts/install-deps.sh)")
+        docroot = os.path.join(cls.make_tempdir(), "htdocs")
+        os.makedirs(docroot)
+        with open(os.path.join(docroot, "who"), "w") as f:
+            f.write("good")
+        cls.good = Nghttpd(docroot, "nghttpd-good")
+        cls.addClassCleanup(cls.good.stop)
+        cls.raw = {}
+        for action in ("refuse", "truncate", "goaway"):
+            s = RawH2Server(action)
+            cls.addClassCleanup(s.stop)
+            cls.raw[action] = s
+        routes = [{"match": {"host": f"{a}.test"}, "cluster": a} for a in cls.raw]
+        routes.append({"match": {"host": "alone.test"}, "cluster": "alone"})
+        clusters = [h.cluster(a, [s, cls.good], protocol="h2c") for a, s in cls.raw.items()]
+        clusters.append(h.cluster("alone", [cls.raw["refuse"]], protocol="h2c"))
+        cls.sluice = cls.start_sluice(h.config([h.listener("web", routes=routes)], clusters))
+        cls.port = cls.sluice.ports["web"]
+
+    def test_refused_streams_are_retried_elsewhere_whatever_the_method(self):
+        before = self.raw["refuse"].streams
+        for i in range(4):
+            r = h.request(self.port, "POST", "/who", host="refuse.test", body=b"x" * 10)
+            self.assertEqual((r.status, r.body), (200, b"x" * 10), i)  # echoed by nghttpd
+        self.assertGreaterEqual(self.raw["refuse"].streams - before, 1)
+        # With nowhere else to go: 502.
+        self.assertEqual(h.request(self.port, "GET", "/", host="alone.test").status, 502)
+
+    def test_streams_beyond_a_goaway_are_retried(self):
+        before = self.raw["goaway"].streams
+        for i in range(4):
+            r = h.request(self.port, "POST", "/who", host="goaway.test", body=b"y" * 10)
+            self.assertEqual((r.status, r.body), (200, b"y" * 10), i)
+        self.assertGreaterEqual(self.raw["goaway"].streams - before, 1)
+
+    def test_a_response_reset_midway_closes_the_client_connection(self):
+        got_truncated = False
+        for _ in range(4):  # round robin: at least one lands on the truncating upstream
+            with h.Conn(self.port) as c:
+                c.send(h.build_request("GET", "/who", host="truncate.test"))
+                r = c.read_head()
+                if r.header("Content-Length") == "4":
+                    continue  # the good upstream
+                self.assertEqual((r.status, r.header("Content-Length")), (200, "100"))
+                rest = c.wait_closed()
+                self.assertEqual(rest, b"0123456789")
+                got_truncated = True
+        self.assertTrue(got_truncated)
+        self.assertAlive(self.sluice)
 
 
 class H1ToH2TlsTest(h.SluiceTestCase):
