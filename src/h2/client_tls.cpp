@@ -64,14 +64,19 @@ client_tls_peer client_tls_peer_of(const config::cluster& cfg, const core::backe
   return p;
 }
 
-void log_client_tls_failure(const std::string& backend, SSL* ssl, const std::string& why,
-                            const client_tls_peer& peer) {
+std::string client_tls_failure(const std::string& backend, SSL* ssl, const std::string& why,
+                               const client_tls_peer& peer) {
   std::string text = "upstream " + backend + " TLS handshake failed: " + why;
   if (ssl)
     if (long v = SSL_get_verify_result(ssl); peer.verify && v != X509_V_OK)
       text += std::string(" (") + X509_verify_cert_error_string(v) + ", verifying as '" +
               peer.server_name + "')";
-  SLUICE_LOG(warn, text);
+  return text;
+}
+
+void log_client_tls_failure(const std::string& backend, SSL* ssl, const std::string& why,
+                            const client_tls_peer& peer) {
+  SLUICE_LOG(warn, client_tls_failure(backend, ssl, why, peer));
 }
 
 }  // namespace sluice::h2

@@ -41,13 +41,19 @@ client_tls_peer client_tls_peer_of(const config::cluster& cfg, const core::backe
 void log_client_tls_failure(const std::string& backend, SSL* ssl, const std::string& why,
                             const client_tls_peer& peer);
 
+/// Why a handshake with `backend` failed: `why`, and the verification error if any.
+std::string client_tls_failure(const std::string& backend, SSL* ssl, const std::string& why,
+                               const client_tls_peer& peer);
+
 /// The client handshake over `tls` (its socket connected): SNI, host name verification when
-/// `peer.verify`, ALPN h2 required. False on failure: logged, unless the handshake was
-/// cancelled (a connect timeout, which the caller reports).
+/// `peer.verify`, ALPN h2 required. False on failure: logged as a warning, unless the handshake
+/// was cancelled (a connect timeout, which the caller reports), or, with `why`, described there
+/// instead (health probes, which report through the backend's health state).
 template <class Stream>
 boost::asio::awaitable<bool> client_tls_handshake(boost::asio::ssl::stream<Stream>& tls,
                                                   const client_tls_peer& peer,
-                                                  const std::string& backend) {
+                                                  const std::string& backend,
+                                                  std::string* why = nullptr) {
   namespace asio = boost::asio;
   SSL* ssl = tls.native_handle();
   boost::system::error_code ec;
@@ -59,17 +65,22 @@ boost::asio::awaitable<bool> client_tls_handshake(boost::asio::ssl::stream<Strea
   auto [hec] = co_await tls.async_handshake(asio::ssl::stream_base::client,
                                             asio::as_tuple(asio::use_awaitable));
   if (hec) {
-    if (hec != asio::error::operation_aborted) log_client_tls_failure(backend, ssl, hec.message(), peer);
+    if (why)
+      *why = client_tls_failure(backend, ssl, hec.message(), peer);
+    else if (hec != asio::error::operation_aborted)
+      log_client_tls_failure(backend, ssl, hec.message(), peer);
     co_return false;
   }
   const unsigned char* proto = nullptr;
   unsigned len = 0;
   SSL_get0_alpn_selected(ssl, &proto, &len);
   if (len != 2 || std::memcmp(proto, "h2", 2) != 0) {
-    log_client_tls_failure(
-        backend, nullptr,
-        "the backend did not select h2 by ALPN (protocol: h2 needs an HTTP/2 over TLS backend)",
-        peer);
+    static const std::string no_h2 =
+        "the backend did not select h2 by ALPN (protocol: h2 needs an HTTP/2 over TLS backend)";
+    if (why)
+      *why = client_tls_failure(backend, nullptr, no_h2, peer);
+    else
+      log_client_tls_failure(backend, nullptr, no_h2, peer);
     co_return false;
   }
   co_return true;

@@ -44,7 +44,10 @@ std::unique_ptr<checker> make_http_checker(const config::health_check& cfg);
 /// grpc.health.v1.Health/Check over HTTP/2 with prior knowledge (h2c), one connection per
 /// probe, with HealthCheckRequest.service = cfg.service. Passes on HTTP 200, grpc-status 0 and
 /// status SERVING; the failure detail names the cause ("not_serving", "grpc_status_12", ...).
-std::unique_ptr<checker> make_grpc_checker(const config::health_check& cfg);
+/// `tls_cluster`: a protocol h2 cluster, whose `tls` settings the probes then use (HTTP/2 over
+/// TLS, as the cluster's traffic); null: h2c.
+std::unique_ptr<checker> make_grpc_checker(const config::health_check& cfg,
+                                           const config::cluster* tls_cluster = nullptr);
 
 /// The checker for cfg.type; nullptr for `none`.
 std::unique_ptr<checker> make_checker(const config::health_check& cfg);

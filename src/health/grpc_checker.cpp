@@ -13,6 +13,7 @@
 #include <boost/beast/core/error.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 
+#include "h2/client_tls.hpp"
 #include "sluice/h2/session.hpp"
 
 namespace sluice::health {
@@ -182,7 +183,10 @@ class exchange final : public h2::session_handler {
 
 class grpc_checker final : public checker {
  public:
-  explicit grpc_checker(const config::health_check& cfg) : frame_(request_frame(cfg.service)) {}
+  grpc_checker(const config::health_check& cfg, const config::cluster* tls_cluster)
+      : frame_(request_frame(cfg.service)) {
+    if (tls_cluster) tls_cluster_ = *tls_cluster;
+  }
 
   asio::awaitable<check_result> probe(const core::backend& b,
                                       std::chrono::milliseconds timeout) override {
@@ -191,13 +195,25 @@ class grpc_checker final : public checker {
     stream.expires_after(timeout);
     if (auto [ec] = co_await stream.async_connect(to_endpoint(b.addr()), use_tuple); ec)
       co_return io_failure(ec, core::check_code::connect_failed, "connect");
+    // protocol h2: TLS with the cluster's settings, as its traffic (the deadline above holds).
+    std::shared_ptr<asio::ssl::context> ctx;
+    std::optional<asio::ssl::stream<beast::tcp_stream&>> tls;
+    if (tls_cluster_) {
+      std::string key, why;
+      ctx = h2::client_tls_context(*tls_cluster_, key);
+      if (!ctx) co_return failure(core::check_code::connect_failed, "no TLS context (logged)");
+      tls.emplace(stream, *ctx);
+      if (!co_await h2::client_tls_handshake(*tls, h2::client_tls_peer_of(*tls_cluster_, b),
+                                             b.name(), &why))
+        co_return failure(core::check_code::connect_failed, why);
+    }
 
     exchange ex;
     h2::settings st;
     st.initial_window_size = max_response_bytes * 2;
     h2::session s(h2::role::client, ex, st);
     const h2::header_list headers{{":method", "POST"},
-                                  {":scheme", "http"},
+                                  {":scheme", tls ? "https" : "http"},
                                   {":path", "/grpc.health.v1.Health/Check"},
                                   {":authority", b.name()},
                                   {"content-type", "application/grpc"},
@@ -215,13 +231,16 @@ class grpc_checker final : public checker {
       }
       if (s.failed()) co_return failure(core::check_code::protocol_error, "h2 session failed");
       if (!out.empty()) {
-        if (auto [ec, n] = co_await asio::async_write(stream, asio::buffer(out), use_tuple); ec) {
+        auto [ec, n] = tls ? co_await asio::async_write(*tls, asio::buffer(out), use_tuple)
+                           : co_await asio::async_write(stream, asio::buffer(out), use_tuple);
+        if (ec) {
           if (ex.closed()) break;
           co_return io_failure(ec, core::check_code::protocol_error, "send");
         }
       }
       if (ex.closed()) break;
-      auto [ec, n] = co_await stream.async_read_some(asio::buffer(in), use_tuple);
+      auto [ec, n] = tls ? co_await tls->async_read_some(asio::buffer(in), use_tuple)
+                         : co_await stream.async_read_some(asio::buffer(in), use_tuple);
       if (ec) co_return io_failure(ec, core::check_code::protocol_error, "response");
       if (!s.receive(std::string_view(in, n)) && !ex.closed())
         co_return failure(core::check_code::protocol_error, "h2 protocol error");
@@ -232,19 +251,24 @@ class grpc_checker final : public checker {
     s.send(out);
     if (!out.empty()) {
       stream.expires_after(std::chrono::milliseconds(100));
-      co_await asio::async_write(stream, asio::buffer(out), use_tuple);
+      if (tls)
+        co_await asio::async_write(*tls, asio::buffer(out), use_tuple);
+      else
+        co_await asio::async_write(stream, asio::buffer(out), use_tuple);
     }
     co_return ex.verdict();
   }
 
  private:
   std::string frame_;
+  std::optional<config::cluster> tls_cluster_;  // protocol h2: its tls settings
 };
 
 }  // namespace
 
-std::unique_ptr<checker> make_grpc_checker(const config::health_check& cfg) {
-  return std::make_unique<grpc_checker>(cfg);
+std::unique_ptr<checker> make_grpc_checker(const config::health_check& cfg,
+                                           const config::cluster* tls_cluster) {
+  return std::make_unique<grpc_checker>(cfg, tls_cluster);
 }
 
 }  // namespace sluice::health

@@ -314,16 +314,13 @@ std::unique_ptr<monitor> make_monitor(asio::io_context& control, std::shared_ptr
 }
 
 std::unique_ptr<monitor> make_monitor(asio::io_context& control, std::shared_ptr<pool::cluster> cluster) {
-  std::shared_ptr<checker> probe = make_checker(cluster->config().health);
-  // The grpc checker speaks h2c only: a TLS cluster runs without active checks rather than
-  // failing every probe.
-  if (probe && cluster->config().health.type == config::health_check::kind::grpc &&
-      cluster->config().protocol == config::upstream_protocol::h2) {
-    probe.reset();
-    SLUICE_LOG(warn, "cluster " << cluster->name()
-                                << ": grpc health checks over TLS (protocol: h2) are not available yet; "
-                                   "running without active checks");
-  }
+  const auto& cfg = cluster->config();
+  // gRPC probes of a protocol h2 cluster go over TLS with its settings, as its traffic does.
+  std::shared_ptr<checker> probe =
+      cfg.health.type == config::health_check::kind::grpc &&
+              cfg.protocol == config::upstream_protocol::h2
+          ? make_grpc_checker(cfg.health, &cfg)
+          : make_checker(cfg.health);
   return make_monitor(control, std::move(cluster), std::move(probe));
 }
 

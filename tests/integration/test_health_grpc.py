@@ -1,6 +1,7 @@
 """gRPC active health checks: three Hello servers behind an h2c cluster checked with
 grpc.health.v1.Health/Check. A server that reports NOT_SERVING (SIGUSR1) gets no more calls
-and comes back when it reports SERVING again (SIGUSR2); a killed server is taken out too.
+and comes back when it reports SERVING again (SIGUSR2); a killed server is taken out too. A
+protocol h2 cluster is probed over TLS with its own tls settings.
 
 Needs SLUICE_HELLO_SERVER and SLUICE_HELLO_CLIENT (built from examples/hello when grpc++ is
 installed); looked up next to SLUICE_BIN when unset."""
@@ -23,6 +24,7 @@ if os.environ.get("SLUICE_BIN"):
 
 import test_grpc as g  # noqa: E402
 import test_admin as adm  # noqa: E402
+import test_h2_translate as t2  # noqa: E402  (TLS Hello servers)
 
 INTERVAL_MS = 200
 HEALTHY = 1
@@ -92,6 +94,58 @@ class GrpcHealthCheckTest(h.SluiceTestCase):
         servers, r = self.seen(60)
         self.assertEqual(servers, {"a", "b"}, r["raw"])
         self.assertEqual(r["failed"], 0, r["raw"])
+        self.assertAlive(self.sluice)
+
+
+class GrpcHealthCheckTlsTest(h.SluiceTestCase):
+    @classmethod
+    def setUpClass(cls):
+        d = cls.make_tempdir()
+        h.make_ca(d, "ca")
+        h.make_ca(d, "other-ca")
+        h.make_server_cert(d, "ca", "server")
+        cls.servers = []
+        for i in ("x", "y"):
+            s = t2.TlsHelloServer(i, os.path.join(d, "server.pem"), os.path.join(d, "server.key"))
+            cls.addClassCleanup(s.stop)
+            cls.servers.append(s)
+        health = {"type": "grpc", "interval": f"{INTERVAL_MS}ms", "timeout": "1s",
+                  "healthy": HEALTHY, "unhealthy": UNHEALTHY}
+        routes = [{"match": {"path_prefix": "/"}, "cluster": "tls"}]
+        cfg = h.config([h.listener("grpc", routes=routes)],
+                       [h.cluster("tls", cls.servers, protocol="h2", health=health,
+                                  tls={"ca": os.path.join(d, "ca.pem")}),
+                        h.cluster("wrong", cls.servers, protocol="h2", health=health,
+                                  tls={"ca": os.path.join(d, "other-ca.pem")})],
+                       workers=1)
+        cls.sluice, cls.admin = adm.start_with_admin(cls, cfg)
+        cls.port = cls.sluice.ports["grpc"]
+
+    def last_check(self, cluster, server):
+        (c,) = [c for c in adm.admin_json(self.admin)["clusters"] if c["name"] == cluster]
+        (b,) = [b for b in c["backends"] if b["address"] == server.address]
+        return b["health_check"]["last"]
+
+    def test_probes_speak_tls_with_the_cluster_settings(self):
+        x, y = self.servers
+        for s in (x, y):
+            h.wait_until(lambda: self.last_check("tls", s) == "ok", DEADLINE,
+                         message=f"an ok probe of {s.address} over TLS")
+            h.wait_until(lambda: self.last_check("wrong", s) == "connect_failed", DEADLINE,
+                         message=f"{s.address} refused with the wrong CA")
+        self.sluice.wait_for_line(r"cluster wrong: backend 127\.0\.0\.1:%d is unhealthy: "
+                                  r"connect_failed .*certificate verify failed" % x.port,
+                                  timeout=DEADLINE)
+        os.kill(x.pid, signal.SIGUSR1)
+        try:
+            self.sluice.wait_for_line(r"cluster tls: backend 127\.0\.0\.1:%d is unhealthy: "
+                                      r"not_serving" % x.port, timeout=DEADLINE)
+            h.wait_until(lambda: set(g.run_client(self.port, 20)["servers"]) == {"y"}, DEADLINE,
+                         interval=0.1, message="x out of the cluster")
+        finally:
+            os.kill(x.pid, signal.SIGUSR2)
+        self.sluice.wait_for_line(r"cluster tls: backend 127\.0\.0\.1:%d is healthy again"
+                                  % x.port, timeout=DEADLINE)
         self.assertAlive(self.sluice)
 
 
