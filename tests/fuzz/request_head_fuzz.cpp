@@ -155,22 +155,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const request_verdict whole = parse_request_head(all, limits, full);
   check_one(all, limits, whole, full);
 
-  // Prefixes: every one for short inputs, else a few split points. A session stops at the first
-  // verdict that is not need_more; the bytes after that one must not change it.
-  std::vector<std::size_t> cuts;
-  if (all.size() <= 200) {
-    for (std::size_t k = 0; k < all.size(); ++k) cuts.push_back(k);
-  } else {
-    std::uint32_t x = mode * 2654435761u + static_cast<std::uint32_t>(all.size());
-    for (int i = 0; i < 32; ++i) {
-      x = x * 1103515245u + 12345u;
-      cuts.push_back((x >> 8) % all.size());
-    }
-    if (full.size > 0) {  // right at, and just around, the end of the head
-      cuts.push_back(full.size - 1);
-      cuts.push_back(full.size);
-    }
-  }
+  // A session stops at the first verdict that is not need_more; the bytes after that one
+  // must not change it.
+  const std::vector<std::size_t> cuts = prefix_cuts(all.size(), mode, full.size);
   request_head part;
   for (std::size_t k : cuts) {
     if (k > all.size()) continue;

@@ -95,20 +95,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const head_parse whole = parse_response_head(all, limit, head_request, full, &full_error);
   check_one(all, limit, head_request, whole, full, full_error);
 
-  std::vector<std::size_t> cuts;
-  if (all.size() <= 200) {
-    for (std::size_t k = 0; k < all.size(); ++k) cuts.push_back(k);
-  } else {
-    std::uint32_t x = mode * 2654435761u + static_cast<std::uint32_t>(all.size());
-    for (int i = 0; i < 32; ++i) {
-      x = x * 1103515245u + 12345u;
-      cuts.push_back((x >> 8) % all.size());
-    }
-    if (full.size > 0) {
-      cuts.push_back(full.size - 1);
-      cuts.push_back(full.size);
-    }
-  }
+  const std::vector<std::size_t> cuts = prefix_cuts(all.size(), mode, full.size);
   response_head part;
   for (std::size_t k : cuts) {
     const std::vector<char> prefix_bytes(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(k));

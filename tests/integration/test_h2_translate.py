@@ -354,6 +354,21 @@ class TlsHelloServer(h.Process):
         self.address = f"127.0.0.1:{self.port}"
 
 
+def start_tls_hello_servers(case, ids):
+    """A test CA ("ca", and "other-ca" that signed nothing), a server certificate, and a TLS
+    Hello server per id, stopped with `case`'s class. Returns (directory, servers)."""
+    d = case.make_tempdir()
+    h.make_ca(d, "ca")
+    h.make_ca(d, "other-ca")
+    h.make_server_cert(d, "ca", "server")
+    servers = []
+    for i in ids:
+        s = TlsHelloServer(i, os.path.join(d, "server.pem"), os.path.join(d, "server.key"))
+        case.addClassCleanup(s.stop)
+        servers.append(s)
+    return d, servers
+
+
 def run_client(port, calls):
     argv = [hello_client_bin(), "--target", f"127.0.0.1:{port}", "--calls", str(calls)]
     p = subprocess.run(argv, capture_output=True, timeout=TIMEOUT)
@@ -380,15 +395,7 @@ class H2TlsUpstreamTest(h.SluiceTestCase):
             hello_client_bin()
         except RuntimeError as e:
             raise unittest.SkipTest(str(e))
-        d = cls.make_tempdir()
-        h.make_ca(d, "ca")
-        h.make_ca(d, "other-ca")
-        h.make_server_cert(d, "ca", "server")
-        cls.servers = []
-        for i in ("x", "y"):
-            s = TlsHelloServer(i, os.path.join(d, "server.pem"), os.path.join(d, "server.key"))
-            cls.addClassCleanup(s.stop)
-            cls.servers.append(s)
+        d, cls.servers = start_tls_hello_servers(cls, ("x", "y"))
         cfg = h.config(
             [h.listener("grpc", routes=[{"match": {"path_prefix": "/"}, "cluster": "tls"}]),
              h.listener("named", routes=[{"match": {"path_prefix": "/"}, "cluster": "named"}]),

@@ -100,15 +100,7 @@ class GrpcHealthCheckTest(h.SluiceTestCase):
 class GrpcHealthCheckTlsTest(h.SluiceTestCase):
     @classmethod
     def setUpClass(cls):
-        d = cls.make_tempdir()
-        h.make_ca(d, "ca")
-        h.make_ca(d, "other-ca")
-        h.make_server_cert(d, "ca", "server")
-        cls.servers = []
-        for i in ("x", "y"):
-            s = t2.TlsHelloServer(i, os.path.join(d, "server.pem"), os.path.join(d, "server.key"))
-            cls.addClassCleanup(s.stop)
-            cls.servers.append(s)
+        d, cls.servers = t2.start_tls_hello_servers(cls, ("x", "y"))
         health = {"type": "grpc", "interval": f"{INTERVAL_MS}ms", "timeout": "1s",
                   "healthy": HEALTHY, "unhealthy": UNHEALTHY}
         routes = [{"match": {"path_prefix": "/"}, "cluster": "tls"}]
