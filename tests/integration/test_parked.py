@@ -117,7 +117,7 @@ class ParkedConnectionTest(h.SluiceTestCase):
             self.assertGreaterEqual(time.monotonic() - start, 0.9)
 
     # A busy connection (its requests come soon after each other) waits for the next one in its
-    # session and is parked only after a pause (250 ms, src/http/session.cpp park_grace).
+    # session and is parked only after a pause (250 ms, src/http/session_impl.hpp park_grace).
     def quick_requests(self, c, n=5, tag="q"):
         for i in range(n):
             c.send(h.build_request("GET", f"/headers?{tag}={i}", host="p"))
