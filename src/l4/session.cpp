@@ -73,7 +73,6 @@ class worker_state {
   worker_state(asio::io_context& io, std::shared_ptr<metrics::registry> metrics,
                unsigned worker_index)
       : io_(io),
-        reactor_(net::reactor_of(io)),
         index_(worker_index),
         registry_(std::move(metrics)),
         shard_(registry_ ? &registry_->shard(worker_index) : nullptr) {}
@@ -132,7 +131,6 @@ class worker_state {
   }
 
   asio::io_context& io_;
-  net::relay_reactor& reactor_;  // io_'s, for async_read_relay
   unsigned index_;  // the worker's number: its snapshot caches
   std::shared_ptr<metrics::registry> registry_;  // keeps the shard alive
   metrics::worker_shard* shard_;                 // this worker's shard, or null
@@ -610,7 +608,7 @@ class session : public std::enable_shared_from_this<session> {
   void read_next(std::shared_ptr<session> self, int which) {
     direction& d = dirs_[which];
     net::async_read_relay(
-        *d.src, worker_->reactor_, asio::buffer(d.buf.get(), opts_.buffer_size),
+        *d.src, asio::buffer(d.buf.get(), opts_.buffer_size),
         [self = std::move(self), which](error_code ec, std::size_t n) mutable {
           session& s = *self;
           s.on_read(std::move(self), which, ec, n);
