@@ -229,7 +229,7 @@ asio::awaitable<bool> session<Stream>::handle() {
   auto& cl = *listener_->clusters[static_cast<std::size_t>(ci)];
   metrics_cluster_ = static_cast<int>(cl.metrics_slot());
   if (cl.config().protocol != config::upstream_protocol::http1)
-    co_return co_await proxy_h2(cl.cache(worker_->index_));
+    co_return co_await proxy_to_h2(*this, cl.cache(worker_->index_));
   co_return co_await proxy(cl.cache(worker_->index_));
 }
 

@@ -401,18 +401,13 @@ asio::awaitable<attempt> session<Stream>::relay_h2_response(h2_upstream& u,
   co_return attempt::done;
 }
 
-// Both downstream flavours (session.cpp instantiates the rest of the class).
-#define SLUICE_SESSION_H2_MEMBERS(S)                                                               \
-  template void session<S>::build_h2_request(bool);                                                \
-  template asio::awaitable<bool> session<S>::proxy_h2(pool::snapshot_cache&);                      \
-  template asio::awaitable<attempt> session<S>::exchange_h2(h2_upstream&, const config::cluster&,  \
-                                                            pool::lease&, bool, bool&, unsigned&); \
-  template asio::awaitable<session<S>::relay> session<S>::send_body_h2(h2_upstream&,               \
-                                                                       const config::cluster&);    \
-  template asio::awaitable<attempt> session<S>::relay_h2_response(h2_upstream&,                    \
-                                                                  const config::cluster&);
-SLUICE_SESSION_H2_MEMBERS(tcp::socket)
-SLUICE_SESSION_H2_MEMBERS(tls_stream)
-#undef SLUICE_SESSION_H2_MEMBERS
+// Both downstream flavours: the entry points instantiate this file's members (session.cpp
+// instantiates the rest of the class). Not coroutines: the awaitable is returned unstarted.
+asio::awaitable<bool> proxy_to_h2(session<tcp::socket>& s, pool::snapshot_cache& cache) {
+  return s.proxy_h2(cache);
+}
+asio::awaitable<bool> proxy_to_h2(session<tls_stream>& s, pool::snapshot_cache& cache) {
+  return s.proxy_h2(cache);
+}
 
 }  // namespace sluice::http::session_detail

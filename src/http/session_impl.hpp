@@ -261,6 +261,16 @@ inline thread_local scratch_pool tl_scratch;
 // How an attempt on one upstream went.
 enum class attempt { done, failed, close };
 
+template <class Stream>
+class session;
+
+// An HTTP/1.1 request to an HTTP/2 cluster (session::proxy_h2), for each downstream stream:
+// defined in session_h2.cpp, which instantiates that part of the class. Plain functions, so
+// that session.cpp's calls are strong references (with -flto, GCC keeps references to member
+// instantiations weak, and a weak reference does not pull session_h2.o out of the library).
+asio::awaitable<bool> proxy_to_h2(session<tcp::socket>& s, pool::snapshot_cache& cache);
+asio::awaitable<bool> proxy_to_h2(session<tls_stream>& s, pool::snapshot_cache& cache);
+
 // One downstream connection. Stream: tcp::socket (cleartext), or tls_stream (TLS listener: the
 // handshake runs first, and ALPN "h2" hands the stream to the HTTP/2 server).
 template <class Stream>
@@ -553,6 +563,8 @@ class session final : public session_base,
   void build_h2_request(bool https);
 
   asio::awaitable<bool> proxy_h2(pool::snapshot_cache& cache);
+  friend asio::awaitable<bool> proxy_to_h2(session<tcp::socket>&, pool::snapshot_cache&);
+  friend asio::awaitable<bool> proxy_to_h2(session<tls_stream>&, pool::snapshot_cache&);
 
   asio::awaitable<attempt> exchange_h2(h2_upstream& u, const config::cluster& ccfg,
                                        pool::lease& lease, bool reused, bool& retry_safe,
