@@ -705,18 +705,12 @@ auto session<Stream>::relay_request_body(upstream_conn& conn, const config::clus
     body_piece piece;
     if (!co_await next_body_piece(left, piece, true)) co_return relay::client_failed;
     if (piece.size > 0 || (chunked && piece.last)) {
-      char size_line[24];
-      std::size_t sl = 0;
-      if (chunked && piece.size > 0) {
-        auto r = std::to_chars(size_line, size_line + 16, piece.size, 16);
-        sl = static_cast<std::size_t>(r.ptr - size_line);
-        size_line[sl++] = '\r';
-        size_line[sl++] = '\n';
-      }
+      const auto size_line =
+          chunked && piece.size > 0 ? chunk_size_line(piece.size) : chunk_size_line();
       static constexpr std::string_view crlf = "\r\n";
       static constexpr std::string_view last = "0\r\n\r\n";
       std::array<asio::const_buffer, 4> bufs{
-          asio::buffer(size_line, sl), asio::buffer(piece.data, piece.size),
+          size_line.buffer(), asio::buffer(piece.data, piece.size),
           asio::buffer(crlf.data(), chunked && piece.size > 0 ? 2 : 0),
           asio::buffer(last.data(), chunked && piece.last ? last.size() : 0)};
       set_body_deadline(ccfg.timeouts.write);
@@ -761,18 +755,9 @@ asio::awaitable<attempt> session<Stream>::relay_response(upstream_conn& conn,
   // the entity.
   append_end_to_end_fields(h, raw, in_head, in != framing::none);
   if (!in_head.has_date) append_date(h);
-  if (in == framing::length) {
-    h += "Content-Length: "sv;
-    append_number(h, length);
-    h += "\r\n"sv;
-  } else if (out_chunked) {
-    h += "Transfer-Encoding: chunked\r\n"sv;
-  }
-  if (!keep_alive_)
-    h += "Connection: close\r\n"sv;
-  else if (!client11)
-    h += "Connection: keep-alive\r\n"sv;
-  h += "\r\n"sv;
+  append_response_framing(
+      h, in == framing::length ? std::optional<std::uint64_t>(length) : std::nullopt, out_chunked,
+      keep_alive_, client11);
   conn.buffer.consume(head_size);
   response_started_ = true;
 
@@ -906,18 +891,11 @@ auto session<Stream>::relay_unknown_length_response(upstream_conn& conn,
       done = eof && conn.buffer.size() == 0;
     }
     if (got > 0 || done || head_pending) {
-      char size_line[24];
-      std::size_t sl = 0;
-      if (out_chunked && got > 0) {
-        auto r = std::to_chars(size_line, size_line + 16, got, 16);
-        sl = static_cast<std::size_t>(r.ptr - size_line);
-        size_line[sl++] = '\r';
-        size_line[sl++] = '\n';
-      }
+      const auto size_line = out_chunked && got > 0 ? chunk_size_line(got) : chunk_size_line();
       static constexpr std::string_view crlf = "\r\n";
       static constexpr std::string_view last = "0\r\n\r\n";
       std::array<asio::const_buffer, 5> bufs{
-          asio::buffer(head_.data(), head_pending ? head_.size() : 0), asio::buffer(size_line, sl),
+          asio::buffer(head_.data(), head_pending ? head_.size() : 0), size_line.buffer(),
           asio::buffer(buf, got), asio::buffer(crlf.data(), out_chunked && got > 0 ? 2 : 0),
           asio::buffer(last.data(), out_chunked && done ? last.size() : 0)};
       set_deadline(timeouts_->send);

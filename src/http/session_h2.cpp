@@ -316,18 +316,8 @@ asio::awaitable<attempt> session<Stream>::relay_h2_response(h2_upstream& u,
     h += "\r\n"sv;
   }
   if (!has_date) append_date(h);
-  if (length && status != 204) {
-    h += "Content-Length: "sv;
-    append_number(h, *length);
-    h += "\r\n"sv;
-  } else if (out_chunked) {
-    h += "Transfer-Encoding: chunked\r\n"sv;
-  }
-  if (!keep_alive_)
-    h += "Connection: close\r\n"sv;
-  else if (!client11)
-    h += "Connection: keep-alive\r\n"sv;
-  h += "\r\n"sv;
+  append_response_framing(h, status != 204 ? length : std::nullopt, out_chunked, keep_alive_,
+                          client11);
   response_started_ = true;
 
   const std::int32_t id = u.id;
@@ -344,18 +334,12 @@ asio::awaitable<attempt> session<Stream>::relay_h2_response(h2_upstream& u,
     }
     const bool clean_end = done && u.ended && u.close_code == 0 && !too_long;
     if (head_pending || !chunk.empty() || (done && out_chunked && clean_end)) {
-      char size_line[24];
-      std::size_t sl = 0;
-      if (out_chunked && !chunk.empty()) {
-        auto r = std::to_chars(size_line, size_line + 16, chunk.size(), 16);
-        sl = static_cast<std::size_t>(r.ptr - size_line);
-        size_line[sl++] = '\r';
-        size_line[sl++] = '\n';
-      }
+      const auto size_line =
+          out_chunked && !chunk.empty() ? chunk_size_line(chunk.size()) : chunk_size_line();
       static constexpr std::string_view crlf = "\r\n";
       static constexpr std::string_view last = "0\r\n\r\n";
       std::array<asio::const_buffer, 5> bufs{
-          asio::buffer(h.data(), head_pending ? h.size() : 0), asio::buffer(size_line, sl),
+          asio::buffer(h.data(), head_pending ? h.size() : 0), size_line.buffer(),
           asio::buffer(chunk.data(), chunk.size()),
           asio::buffer(crlf.data(), out_chunked && !chunk.empty() ? 2 : 0),
           asio::buffer(last.data(), out_chunked && done && clean_end ? last.size() : 0)};

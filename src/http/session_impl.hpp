@@ -158,15 +158,15 @@ inline std::string_view find_cookie(std::string_view header, std::string_view na
 // that no coroutine frame carries one per call site: the hot frames stay small enough for the
 // allocator's per-thread caches.
 [[gnu::noinline, gnu::cold]] inline void log_connect_failure(const core::backend& b, bool timed_out,
-                                                      const error_code& ec,
-                                                      const std::string& cluster) {
+                                                             const error_code& ec,
+                                                             const std::string& cluster) {
   SLUICE_LOG(warn, "upstream " << b.name() << " connect "
                                << (timed_out ? "timed out" : "failed: " + ec.message())
                                << " (cluster " << cluster << ")");
 }
 
 [[gnu::noinline, gnu::cold]] inline void log_bad_request(const std::string& client, unsigned status,
-                                                  const char* reason) {
+                                                         const char* reason) {
   SLUICE_LOG(info, "client " << client << " sent a bad request head (" << reason
                               << "): answered " << status);
 }
@@ -178,19 +178,54 @@ inline void append_date(std::string& h) {
   h += "\r\n"sv;
 }
 
+// The end of a response head to an HTTP/1.1 or 1.0 client: its framing (Content-Length when
+// `length` is given, else chunked when `chunked`, else none: delimited by the close), the
+// Connection field the client needs to know what comes next, and the blank line.
+inline void append_response_framing(std::string& h, std::optional<std::uint64_t> length,
+                                    bool chunked, bool keep_alive, bool client11) {
+  if (length) {
+    h += "Content-Length: "sv;
+    append_number(h, *length);
+    h += "\r\n"sv;
+  } else if (chunked) {
+    h += "Transfer-Encoding: chunked\r\n"sv;
+  }
+  if (!keep_alive)
+    h += "Connection: close\r\n"sv;
+  else if (!client11)
+    h += "Connection: keep-alive\r\n"sv;
+  h += "\r\n"sv;
+}
+
+// The size line of one chunk ("1a2f\r\n"), formatted in place; empty when made for no chunk.
+struct chunk_size_line {
+  chunk_size_line() = default;
+  explicit chunk_size_line(std::size_t n) noexcept {
+    auto r = std::to_chars(buf, buf + 16, n, 16);
+    len = static_cast<std::size_t>(r.ptr - buf);
+    buf[len++] = '\r';
+    buf[len++] = '\n';
+  }
+  asio::const_buffer buffer() const noexcept { return asio::buffer(buf, len); }
+
+  char buf[24];
+  std::size_t len = 0;
+};
+
 [[gnu::noinline, gnu::cold]] inline void log_bad_body(const std::string& client,
-                                               std::string_view reason) {
+                                                      std::string_view reason) {
   SLUICE_LOG(info, "client " << client << " sent a bad chunked body (" << reason << ")");
 }
 
 [[gnu::noinline, gnu::cold]] inline void log_h2_upstream(const core::backend& b, const char* what,
-                                                  const error_code* ec = nullptr) {
+                                                         const error_code* ec = nullptr) {
   SLUICE_LOG(warn, "upstream " << b.name() << " (HTTP/2) " << what
                                << (ec ? ": " + ec->message() : std::string()));
 }
 
 [[gnu::noinline, gnu::cold]] inline void log_handshake_failure(const std::string& client,
-                                                        bool timed_out, const error_code& ec) {
+                                                               bool timed_out,
+                                                               const error_code& ec) {
   SLUICE_LOG(debug, "TLS handshake with " << client
                         << (timed_out ? " timed out" : " failed: " + ec.message()));
 }
@@ -200,7 +235,7 @@ inline void append_date(std::string& h) {
 }
 
 [[gnu::noinline, gnu::cold]] inline void log_upstream(const core::backend& b, const char* what,
-                                               const error_code* ec = nullptr) {
+                                                      const error_code* ec = nullptr) {
   if (ec)
     SLUICE_LOG(warn, "upstream " << b.name() << what << ec->message());
   else
@@ -208,7 +243,7 @@ inline void append_date(std::string& h) {
 }
 
 [[gnu::noinline, gnu::cold]] inline void log_upstream(const core::backend& b, const char* what,
-                                               const char* detail) {
+                                                      const char* detail) {
   SLUICE_LOG(warn, "upstream " << b.name() << what << detail);
 }
 
