@@ -5,7 +5,7 @@
 set -euo pipefail
 
 build_pkgs=(build-essential cmake ninja-build ccache pkg-config git
-  libboost1.81-dev libyaml-cpp-dev prometheus-cpp-dev catch2 libssl-dev libnghttp2-dev)
+  libboost1.81-dev libyaml-cpp-dev prometheus-cpp-dev catch2 libssl-dev libnghttp2-dev liburing-dev)
 test_pkgs=(curl python3 procps openssl
   prometheus    # promtool and a real Prometheus server (tests/integration/test_admin.py)
   etcd-server etcd-client  # real etcd for discovery (tests/integration/test_etcd.py)

@@ -17,6 +17,7 @@
 
 #include "http/chunked_decoder.hpp"
 #include "net/relay_read.hpp"
+#include "net/send_batch.hpp"
 #include "sluice/http/forwarding.hpp"
 #include "sluice/http/message_head.hpp"
 #include "sluice/log/log.hpp"
@@ -407,7 +408,7 @@ asio::awaitable<void> http1_exchange::write_request(http::upstream_conn& conn) {
         asio::buffer(size_line, sl), asio::buffer(writing_),
         asio::buffer(crlf.data(), chunked && !writing_.empty() ? 2 : 0), asio::buffer(tail)};
     arm(write_timer_, cfg.timeouts.write);
-    auto [ec, n] = co_await asio::async_write(conn.socket, bufs, use_tuple);
+    auto [ec, n] = co_await net::async_write_batched(conn.socket, bufs, use_tuple);
     disarm(write_timer_);
     if (detached_) break;
     if (ec) {

@@ -475,15 +475,16 @@ asio::awaitable<attempt> session<Stream>::exchange(upstream_conn& conn, const co
     // more (the iovec and message header are copied in and checked).
     // A head alone is written straight away when the socket takes it all (the usual case):
     // the coroutine goes on without a trip through the scheduler.
-    std::size_t sent = body_now == 0 ? send_now(conn.socket, up_head_) : 0;
+    // With batched sends the head waits for the turn's flush instead (one enter for all).
+    std::size_t sent =
+        body_now == 0 && !net::sends_batched(conn.socket) ? send_now(conn.socket, up_head_) : 0;
     if (sent < up_head_.size() + body_now) {
       auto head = asio::buffer(up_head_.data() + sent, up_head_.size() - sent);
-      auto [ec, n] = body_now == 0 ? co_await asio::async_write(conn.socket, head, use_tuple)
-                                   : co_await asio::async_write(
+      auto [ec, n] = body_now == 0 ? co_await write_all(conn.socket, head)
+                                   : co_await write_all(
                                          conn.socket,
                                          std::array<asio::const_buffer, 2>{
-                                             head, asio::buffer(down_buf_.data().data(), body_now)},
-                                         use_tuple);
+                                             head, asio::buffer(down_buf_.data().data(), body_now)});
       if (ec) {
         stale = reused && sent == 0 && !timed_out(ec);
         co_return upstream_failed(stale ? nullptr : &lease, b, ec, "writing the request",
@@ -503,7 +504,7 @@ asio::awaitable<attempt> session<Stream>::exchange(upstream_conn& conn, const co
   if (expect_continue_) {
     set_deadline(timeouts_->send);
     static constexpr std::string_view cont = "HTTP/1.1 100 Continue\r\n\r\n";
-    auto [ec, n] = co_await asio::async_write(down_, asio::buffer(cont), use_tuple);
+    auto [ec, n] = co_await write_all(down_, asio::buffer(cont));
     if (ec) co_return attempt::close;
   }
   body_done_ = false;
@@ -714,7 +715,7 @@ auto session<Stream>::relay_request_body(upstream_conn& conn, const config::clus
           asio::buffer(crlf.data(), chunked && piece.size > 0 ? 2 : 0),
           asio::buffer(last.data(), chunked && piece.last ? last.size() : 0)};
       set_body_deadline(ccfg.timeouts.write);
-      auto [ec, n] = co_await asio::async_write(conn.socket, bufs, use_tuple);
+      auto [ec, n] = co_await write_all(conn.socket, bufs);
       if (ec) {
         last_up_ec_ = ec;
         co_return relay::upstream_failed;
@@ -765,7 +766,7 @@ asio::awaitable<attempt> session<Stream>::relay_response(upstream_conn& conn,
   switch (in) {
     case framing::none: {
       set_deadline(timeouts_->send);
-      auto [ec, n] = co_await asio::async_write(down_, asio::buffer(h), use_tuple);
+      auto [ec, n] = co_await write_all(down_, asio::buffer(h));
       if (ec) co_return attempt::close;
       upstream_ok = true;
       break;
@@ -781,14 +782,15 @@ asio::awaitable<attempt> session<Stream>::relay_response(upstream_conn& conn,
         if (length <= small_body) {
           h.append(body, length);
           std::size_t sent = 0;
-          if constexpr (!tls) sent = send_now(down_, h);
+          if constexpr (!tls) {
+            if (!net::sends_batched(down_)) sent = send_now(down_, h);
+          }
           if (sent < h.size())
-            std::tie(ec, std::ignore) = co_await asio::async_write(
-                down_, asio::buffer(h.data() + sent, h.size() - sent), use_tuple);
+            std::tie(ec, std::ignore) = co_await write_all(
+                down_, asio::buffer(h.data() + sent, h.size() - sent));
         } else {
-          std::tie(ec, std::ignore) = co_await asio::async_write(
-              down_, std::array<asio::const_buffer, 2>{asio::buffer(h), asio::buffer(body, length)},
-              use_tuple);
+          std::tie(ec, std::ignore) = co_await write_all(
+              down_, std::array<asio::const_buffer, 2>{asio::buffer(h), asio::buffer(body, length)});
         }
         if (ec) co_return attempt::close;
         conn.buffer.consume(length);
@@ -836,7 +838,7 @@ auto session<Stream>::relay_length_response(upstream_conn& conn, const config::c
     std::array<asio::const_buffer, 2> bufs{asio::buffer(head_),
                                            asio::buffer(conn.buffer.data().data(), first)};
     set_deadline(timeouts_->send);
-    auto [ec, n] = co_await asio::async_write(down_, bufs, use_tuple);
+    auto [ec, n] = co_await write_all(down_, bufs);
     if (ec) co_return relay::client_failed;
     conn.buffer.consume(first);
     left -= first;
@@ -852,7 +854,7 @@ auto session<Stream>::relay_length_response(upstream_conn& conn, const config::c
     }
     conn.buffer.commit(n);
     set_deadline(timeouts_->send);
-    auto [wec, wn] = co_await asio::async_write(down_, conn.buffer.data(), use_tuple);
+    auto [wec, wn] = co_await write_all(down_, conn.buffer.data());
     if (wec) co_return relay::client_failed;
     conn.buffer.consume(n);
     left -= n;
@@ -899,7 +901,7 @@ auto session<Stream>::relay_unknown_length_response(upstream_conn& conn,
           asio::buffer(buf, got), asio::buffer(crlf.data(), out_chunked && got > 0 ? 2 : 0),
           asio::buffer(last.data(), out_chunked && done ? last.size() : 0)};
       set_deadline(timeouts_->send);
-      auto [wec, wn] = co_await asio::async_write(down_, bufs, use_tuple);
+      auto [wec, wn] = co_await write_all(down_, bufs);
       if (wec) co_return relay::client_failed;
       head_pending = false;
       bytes_sent_ += got;
@@ -938,11 +940,11 @@ asio::awaitable<void> session<Stream>::tunnel(upstream_conn& conn, std::size_t h
   response_started_ = true;
   set_deadline(timeouts_->send);
   std::array<asio::const_buffer, 2> bufs{asio::buffer(h), conn.buffer.data()};
-  auto [ec, n] = co_await asio::async_write(down_, bufs, use_tuple);
+  auto [ec, n] = co_await write_all(down_, bufs);
   if (ec) co_return;
   conn.buffer.consume(conn.buffer.size());
   if (down_buf_.size() > 0) {
-    auto [wec, wn] = co_await asio::async_write(conn.socket, down_buf_.data(), use_tuple);
+    auto [wec, wn] = co_await write_all(conn.socket, down_buf_.data());
     if (wec) co_return;
     down_buf_.consume(down_buf_.size());
   }
@@ -976,7 +978,7 @@ asio::awaitable<void> session<Stream>::send_simple(unsigned status, bool keep_al
   h += '\n';
   bytes_sent_ = text.size() + 5;
   set_deadline(timeouts_->send);
-  auto [ec, n] = co_await asio::async_write(down_, asio::buffer(h), use_tuple);
+  auto [ec, n] = co_await write_all(down_, asio::buffer(h));
   if (ec) keep_alive_ = false;
 }
 
@@ -1013,7 +1015,7 @@ asio::awaitable<void> session<Stream>::send_direct(const config::direct_response
   std::array<asio::const_buffer, 2> bufs{
       asio::buffer(h), asio::buffer(d.body.data(), send_body ? d.body.size() : 0)};
   set_deadline(timeouts_->send);
-  auto [ec, n] = co_await asio::async_write(down_, bufs, use_tuple);
+  auto [ec, n] = co_await write_all(down_, bufs);
   if (ec) keep_alive_ = false;
 }
 

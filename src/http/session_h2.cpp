@@ -185,7 +185,7 @@ asio::awaitable<attempt> session<Stream>::exchange_h2(h2_upstream& u, const conf
     if (expect_continue_) {
       set_deadline(timeouts_->send);
       static constexpr std::string_view cont = "HTTP/1.1 100 Continue\r\n\r\n";
-      auto [ec, n] = co_await asio::async_write(down_, asio::buffer(cont), use_tuple);
+      auto [ec, n] = co_await write_all(down_, asio::buffer(cont));
       if (ec) co_return attempt::close;
     }
     auto r = co_await send_body_h2(u, ccfg);
@@ -344,7 +344,7 @@ asio::awaitable<attempt> session<Stream>::relay_h2_response(h2_upstream& u,
           asio::buffer(crlf.data(), out_chunked && !chunk.empty() ? 2 : 0),
           asio::buffer(last.data(), out_chunked && done && clean_end ? last.size() : 0)};
       set_deadline(timeouts_->send);
-      auto [ec, n] = co_await asio::async_write(down_, bufs, use_tuple);
+      auto [ec, n] = co_await write_all(down_, bufs);
       if (ec) {
         u.h2.reset(id, h2::error::cancel);
         co_return attempt::close;

@@ -41,6 +41,7 @@
 #include "h2/client_tls.hpp"
 #include "h2/proxy.hpp"
 #include "net/relay_read.hpp"
+#include "net/send_batch.hpp"
 #include "net/tls_server.hpp"
 #include "sluice/h2/preface.hpp"
 #include "sluice/h2/translate.hpp"
@@ -109,6 +110,17 @@ auto read_some(tcp::socket& s, asio::mutable_buffer b, Token&& token,
 template <class Token>
 auto read_some(tls_stream& s, asio::mutable_buffer b, Token&& token) {
   return s.async_read_some(b, std::forward<Token>(token));
+}
+
+// Writes all of `b`: to a cleartext socket batched with the loop turn's other sends, one
+// io_uring_enter(2) for all of them (net/send_batch.hpp), where the worker has a batcher.
+template <class Buffers>
+auto write_all(tcp::socket& s, const Buffers& b) {
+  return net::async_write_batched(s, b, use_tuple);
+}
+template <class Buffers>
+auto write_all(tls_stream& s, const Buffers& b) {
+  return asio::async_write(s, b, use_tuple);
 }
 
 inline std::chrono::milliseconds positive_min(std::chrono::milliseconds a,
@@ -719,7 +731,7 @@ class session final : public session_base,
         co_return;
       }
       set_deadline(timeouts_->idle);
-      auto [wec, wn] = co_await asio::async_write(to, asio::buffer(buf, n), use_tuple);
+      auto [wec, wn] = co_await write_all(to, asio::buffer(buf, n));
       if (wec) {
         error_code ignored;
         raw(from).cancel(ignored);

@@ -24,6 +24,7 @@
 #include <boost/asio/write.hpp>
 
 #include "net/relay_read.hpp"
+#include "net/send_batch.hpp"
 #include "net/socket_adopt.hpp"
 #include "sluice/balance/policy.hpp"
 #include "sluice/core/clock.hpp"
@@ -646,11 +647,13 @@ class session : public std::enable_shared_from_this<session> {
         return end_direction(which);
       }
     }
-    asio::async_write(*d.dst, asio::buffer(d.buf.get() + sent, n - sent),
-                      [self = std::move(self), which, sent](error_code wec, std::size_t m) mutable {
-                        session& s = *self;
-                        s.on_written(std::move(self), which, wec, m + sent);
-                      });
+    // Batched with the loop turn's other sends: one io_uring_enter(2) for all of them.
+    net::async_write_batched(
+        *d.dst, asio::buffer(d.buf.get() + sent, n - sent),
+        [self = std::move(self), which, sent](error_code wec, std::size_t m) mutable {
+          session& s = *self;
+          s.on_written(std::move(self), which, wec, m + sent);
+        });
   }
 
   void on_written(std::shared_ptr<session> self, int which, error_code ec, std::size_t m) {
