@@ -226,7 +226,7 @@ void http1_exchange::arm(asio::steady_timer& t, std::chrono::milliseconds d) {
     self->timed_out_ = true;
     if (self->conn_) {
       error_code ignored;
-      self->conn_->socket.cancel(ignored);
+      net::cancel_io(self->conn_->socket, ignored);
     }
   });
 }

@@ -554,7 +554,7 @@ asio::awaitable<attempt> session<Stream>::receive(upstream_conn& conn, const con
     keep_alive_ = false;
     reuse_upstream_ = false;
     error_code ec;
-    raw(down_).cancel(ec);  // the body half checks cancelled_by_response_ before each read
+    net::cancel_io(raw(down_), ec);  // the body half checks cancelled_by_response_ before each read
     conn.socket.close(ec);
   }
   if (!body_complete_) {

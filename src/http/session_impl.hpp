@@ -466,7 +466,7 @@ class session final : public session_base,
     if (++drain_marks_ < 4) return;
     drain_closed_ = true;
     error_code ec;
-    raw(down_).cancel(ec);
+    net::cancel_io(raw(down_), ec);
   }
 
  private:
@@ -496,7 +496,7 @@ class session final : public session_base,
       park_at_ = steady::time_point::max();
       park_requested_ = true;
       error_code ec;
-      raw(down_).cancel(ec);
+      net::cancel_io(raw(down_), ec);
     }
     bool fired = false;
     if (now >= deadline_) {
@@ -509,8 +509,8 @@ class session final : public session_base,
     }
     if (fired) {
       error_code ec;
-      raw(down_).cancel(ec);
-      if (up_) up_->socket.cancel(ec);
+      net::cancel_io(raw(down_), ec);
+      if (up_) net::cancel_io(up_->socket, ec);
     }
     return park_at_ != steady::time_point::max() ? std::min<std::chrono::milliseconds>(
                                                        min_timeout_, park_grace)
@@ -725,8 +725,8 @@ class session final : public session_base,
         if (ec == asio::error::eof || ec == asio::ssl::error::stream_truncated) {
           raw(to).shutdown(tcp::socket::shutdown_send, ignored);
         } else {
-          raw(from).cancel(ignored);
-          raw(to).cancel(ignored);
+          net::cancel_io(raw(from), ignored);
+          net::cancel_io(raw(to), ignored);
         }
         co_return;
       }
@@ -734,8 +734,8 @@ class session final : public session_base,
       auto [wec, wn] = co_await write_all(to, asio::buffer(buf, n));
       if (wec) {
         error_code ignored;
-        raw(from).cancel(ignored);
-        raw(to).cancel(ignored);
+        net::cancel_io(raw(from), ignored);
+        net::cancel_io(raw(to), ignored);
         co_return;
       }
       set_deadline(timeouts_->idle);

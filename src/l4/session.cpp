@@ -838,11 +838,11 @@ class session : public std::enable_shared_from_this<session> {
     switch (phase_) {
       case phase::preamble:
         timed_out_ = true;
-        down_.cancel(ec);
+        net::cancel_io(down_, ec);
         return;
       case phase::connect:
         timed_out_ = true;
-        up_.cancel(ec);
+        net::cancel_io(up_, ec);
         return;
       case phase::relay: {
         const auto now = steady::now();

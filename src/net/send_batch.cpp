@@ -105,6 +105,11 @@ class send_batcher : public boost::asio::execution_context::service {
 
   void shutdown() override { drop_queued(); }
 
+  void cancel(int fd) noexcept {
+    for (batched_send* op = head_; op != nullptr; op = op->next)
+      if (op->fd == fd) op->cancelled = true;
+  }
+
   bool ready() const noexcept { return ready_; }
 
   void enqueue(batched_send* op) noexcept {
@@ -141,8 +146,12 @@ class send_batcher : public boost::asio::execution_context::service {
       unsigned n = 0, submitted = 0;
       for (; list != nullptr && n < ring_entries; list = list->next, ++n) {
         batch[n] = list;
-        if (!ready_ || list->fd_now() != list->fd) {
-          res[n] = ready_ ? -EBADF : -EAGAIN;  // closed since queued; or the ring failed
+        if (list->cancelled || list->fd_now() != list->fd) {
+          res[n] = -ECANCELED;  // cancelled, or closed, since queued: Asio's operation_aborted
+          continue;
+        }
+        if (!ready_) {
+          res[n] = -EAGAIN;  // the ring failed: Asio sends it
           continue;
         }
         io_uring_sqe* sqe = io_uring_get_sqe(&ring_);  // the queue is empty and as long
@@ -217,5 +226,7 @@ send_batcher* batcher_of(boost::asio::io_context& context) {
 }
 
 void enqueue(send_batcher& batcher, batched_send* op) noexcept { batcher.enqueue(op); }
+
+void cancel_queued(send_batcher& batcher, int fd) noexcept { batcher.cancel(fd); }
 
 }  // namespace sluice::net::detail

@@ -14,11 +14,11 @@
 // closing or cancelling a socket needs nothing new. A send that did not go out whole continues
 // as an ordinary asio::async_write of the rest, on Asio's reactor.
 //
-// Limits: sockets of an io_context run by one thread (the runtime's workers); a socket closed
-// between the queueing and the flush (same loop turn) completes with bad_descriptor and sends
-// nothing; socket.cancel() in that window does not abort the queued send (the flush completes
-// it in the same turn; the sessions' deadlines are set before each I/O and cannot fire within
-// the turn that set them).
+// A send queued and not flushed yet is cancelled by cancel_io() (socket.cancel() alone does not
+// see it), and completes with operation_aborted, unsent, as does one whose socket was closed in
+// the meantime: what Asio reports for an operation pending at cancel() or close().
+//
+// Only for sockets of an io_context run by one thread (the runtime's workers).
 #pragma once
 
 #include <sys/socket.h>
@@ -48,8 +48,9 @@ class batched_send {
   static constexpr std::size_t max_iov = 8;
 
   batched_send* next = nullptr;
-  int fd = -1;            // the socket's fd when queued
-  std::size_t total = 0;  // bytes in iov
+  int fd = -1;             // the socket's fd when queued
+  bool cancelled = false;  // by cancel_io() before the flush
+  std::size_t total = 0;   // bytes in iov
   iovec iov[max_iov];
   msghdr msg{};
 
@@ -87,6 +88,9 @@ send_batcher* batcher_for(const Executor& ex) {
 
 /// Queues `op` (fd, iov, msg, total set) for the next flush, which it posts if need be.
 void enqueue(send_batcher& batcher, batched_send* op) noexcept;
+
+/// Marks the sends queued for `fd` as cancelled: the flush completes them unsent.
+void cancel_queued(send_batcher& batcher, int fd) noexcept;
 
 template <typename Socket, typename Handler>
 class batched_send_op final : public batched_send {
@@ -171,6 +175,17 @@ bool fits_batch(const Buffers& buffers) {
 }
 
 }  // namespace detail
+
+/// socket.cancel(ec), and the same for the sends queued on `socket` for the loop turn's flush.
+template <typename Executor>
+void cancel_io(boost::asio::basic_stream_socket<boost::asio::ip::tcp, Executor>& socket,
+               boost::system::error_code& ec) {
+  if (socket.is_open()) {
+    if (auto* batcher = detail::batcher_for(socket.get_executor()))
+      detail::cancel_queued(*batcher, socket.native_handle());
+  }
+  socket.cancel(ec);
+}
 
 /// Whether sends on `socket` are batched (its io_context has a batcher).
 template <typename Executor>
