@@ -17,7 +17,7 @@
 
 #include "http/chunked_decoder.hpp"
 #include "net/relay_read.hpp"
-#include "net/send_batch.hpp"
+#include "net/io_batch.hpp"
 #include "sluice/http/forwarding.hpp"
 #include "sluice/http/message_head.hpp"
 #include "sluice/log/log.hpp"

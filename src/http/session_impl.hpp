@@ -41,7 +41,7 @@
 #include "h2/client_tls.hpp"
 #include "h2/proxy.hpp"
 #include "net/relay_read.hpp"
-#include "net/send_batch.hpp"
+#include "net/io_batch.hpp"
 #include "net/tls_server.hpp"
 #include "sluice/h2/preface.hpp"
 #include "sluice/h2/translate.hpp"
@@ -105,7 +105,7 @@ inline tcp::socket& raw(tls_stream& s) noexcept { return s.next_layer(); }
 template <class Token>
 auto read_some(tcp::socket& s, asio::mutable_buffer b, Token&& token,
                net::queued* left = nullptr) {
-  return net::async_read_relay(s, b, std::forward<Token>(token), left);
+  return net::async_read_batched(s, b, std::forward<Token>(token), left);
 }
 template <class Token>
 auto read_some(tls_stream& s, asio::mutable_buffer b, Token&& token) {
@@ -113,7 +113,7 @@ auto read_some(tls_stream& s, asio::mutable_buffer b, Token&& token) {
 }
 
 // Writes all of `b`: to a cleartext socket batched with the loop turn's other sends, one
-// io_uring_enter(2) for all of them (net/send_batch.hpp), where the worker has a batcher.
+// io_uring_enter(2) for all of them (net/io_batch.hpp), where the worker has a batcher.
 template <class Buffers>
 auto write_all(tcp::socket& s, const Buffers& b) {
   return net::async_write_batched(s, b, use_tuple);

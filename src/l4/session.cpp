@@ -24,7 +24,7 @@
 #include <boost/asio/write.hpp>
 
 #include "net/relay_read.hpp"
-#include "net/send_batch.hpp"
+#include "net/io_batch.hpp"
 #include "net/socket_adopt.hpp"
 #include "sluice/balance/policy.hpp"
 #include "sluice/core/clock.hpp"
@@ -608,7 +608,7 @@ class session : public std::enable_shared_from_this<session> {
 
   void read_next(std::shared_ptr<session> self, int which) {
     direction& d = dirs_[which];
-    net::async_read_relay(
+    net::async_read_batched(
         *d.src, asio::buffer(d.buf.get(), opts_.buffer_size),
         [self = std::move(self), which](error_code ec, std::size_t n) mutable {
           session& s = *self;

@@ -1,5 +1,5 @@
-// The per-io_context send batcher: one io_uring, flushed once per loop turn.
-#include "net/send_batch.hpp"
+// The per-io_context I/O batcher: one io_uring, flushed once per loop turn.
+#include "net/io_batch.hpp"
 
 #include <liburing.h>
 #include <sys/socket.h>
@@ -28,7 +28,7 @@ bool disabled_by_environment() {
 }
 
 // Whether this kernel's io_uring completes a MSG_DONTWAIT send on a full socket inline, with
-// EAGAIN, rather than waiting for room. Everything in send_batch.hpp rests on it.
+// EAGAIN, rather than waiting for room. Everything in io_batch.hpp rests on it.
 bool dontwait_sends_inline(io_uring& ring) {
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0) return false;
@@ -61,6 +61,28 @@ bool dontwait_sends_inline(io_uring& ring) {
       }
     }
   }
+  if (ok) {
+    // A receive on a socket with nothing queued: EAGAIN, inline, too.
+    char byte;
+    iovec iov{&byte, 1};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    io_uring_sqe* sqe = io_uring_get_sqe(&ring);
+    io_uring_prep_recvmsg(sqe, sv[0], &msg, MSG_DONTWAIT);
+    io_uring_sqe_set_data64(sqe, 2);
+    ok = false;
+    if (io_uring_submit(&ring) == 1) {
+      io_uring_cqe* cqe = nullptr;
+      if (io_uring_peek_cqe(&ring, &cqe) == 0 && cqe != nullptr) {
+        ok = cqe->res == -EAGAIN;
+        io_uring_cqe_seen(&ring, cqe);
+      } else {
+        ::shutdown(sv[0], SHUT_RDWR);  // ends the waiting receive; reap it before `msg` goes
+        if (io_uring_wait_cqe(&ring, &cqe) == 0) io_uring_cqe_seen(&ring, cqe);
+      }
+    }
+  }
   ::close(sv[0]);
   if (sv[1] >= 0) ::close(sv[1]);
   return ok;
@@ -68,11 +90,11 @@ bool dontwait_sends_inline(io_uring& ring) {
 
 }  // namespace
 
-class send_batcher : public boost::asio::execution_context::service {
+class io_batcher : public boost::asio::execution_context::service {
  public:
   static boost::asio::execution_context::id id;
 
-  explicit send_batcher(boost::asio::io_context& context) : service(context), io_(&context) {
+  explicit io_batcher(boost::asio::io_context& context) : service(context), io_(&context) {
     if (disabled_by_environment()) return;
     io_uring_params p{};
     // SUBMIT_ALL: one send's error does not stop the rest of the batch. DEFER_TASKRUN (with
@@ -85,19 +107,19 @@ class send_batcher : public boost::asio::execution_context::service {
       r = io_uring_queue_init_params(ring_entries, &ring_, &p);
     }
     if (r < 0) {
-      SLUICE_LOG(debug, "sends not batched: io_uring_queue_init: " << std::strerror(-r));
+      SLUICE_LOG(debug, "socket I/O not batched: io_uring_queue_init: " << std::strerror(-r));
       return;
     }
     have_ring_ = true;
     if (!dontwait_sends_inline(ring_)) {
-      SLUICE_LOG(debug, "sends not batched: io_uring waits on MSG_DONTWAIT sends here");
+      SLUICE_LOG(debug, "socket I/O not batched: io_uring waits on MSG_DONTWAIT operations here");
       return;
     }
     io_uring_register_ring_fd(&ring_);  // best effort: saves a file lookup per enter
     ready_ = true;
   }
 
-  ~send_batcher() override {
+  ~io_batcher() override {
     drop_queued();
     if (have_ring_) io_uring_queue_exit(&ring_);
     batcher_generation.fetch_add(1, std::memory_order_relaxed);
@@ -106,13 +128,13 @@ class send_batcher : public boost::asio::execution_context::service {
   void shutdown() override { drop_queued(); }
 
   void cancel(int fd) noexcept {
-    for (batched_send* op = head_; op != nullptr; op = op->next)
+    for (batched_io* op = head_; op != nullptr; op = op->next)
       if (op->fd == fd) op->cancelled = true;
   }
 
   bool ready() const noexcept { return ready_; }
 
-  void enqueue(batched_send* op) noexcept {
+  void enqueue(batched_io* op) noexcept {
     op->next = nullptr;
     if (tail_ != nullptr)
       tail_->next = op;
@@ -127,21 +149,31 @@ class send_batcher : public boost::asio::execution_context::service {
 
  private:
   void drop_queued() noexcept {
-    batched_send* op = std::exchange(head_, nullptr);
+    batched_io* op = std::exchange(head_, nullptr);
     tail_ = nullptr;
     while (op != nullptr) {
-      batched_send* next = op->next;
+      batched_io* next = op->next;
       op->destroy();
       op = next;
     }
   }
 
   void flush() {
+    // Completions queue more (the answer to a receive is a send): those are flushed here too,
+    // a bounded number of rounds, before the loop goes back to epoll.
+    for (int round = 0; round < 8 && head_ != nullptr; ++round) flush_queued();
     posted_ = false;
-    batched_send* list = std::exchange(head_, nullptr);
+    if (head_ != nullptr) {
+      posted_ = true;
+      boost::asio::post(*io_, [this] { flush(); });
+    }
+  }
+
+  void flush_queued() {
+    batched_io* list = std::exchange(head_, nullptr);
     tail_ = nullptr;
     while (list != nullptr) {
-      batched_send* batch[ring_entries];
+      batched_io* batch[ring_entries];
       int res[ring_entries];
       unsigned n = 0, submitted = 0;
       for (; list != nullptr && n < ring_entries; list = list->next, ++n) {
@@ -151,36 +183,54 @@ class send_batcher : public boost::asio::execution_context::service {
           continue;
         }
         if (!ready_) {
-          res[n] = -EAGAIN;  // the ring failed: Asio sends it
+          // The ring failed: a send goes on with Asio (EAGAIN), a receive is done here.
+          res[n] = -EAGAIN;
+          if (list->is_recv) {
+            const ssize_t r = ::recvmsg(list->fd, &list->msg, MSG_DONTWAIT);
+            res[n] = r >= 0 ? static_cast<int>(r) : -errno;
+          }
           continue;
         }
         io_uring_sqe* sqe = io_uring_get_sqe(&ring_);  // the queue is empty and as long
-        io_uring_prep_sendmsg(sqe, list->fd, &list->msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (list->is_recv)
+          io_uring_prep_recvmsg(sqe, list->fd, &list->msg, MSG_DONTWAIT);
+        else
+          io_uring_prep_sendmsg(sqe, list->fd, &list->msg, MSG_DONTWAIT | MSG_NOSIGNAL);
         io_uring_sqe_set_data64(sqe, n);
         res[n] = -EAGAIN;
         ++submitted;
       }
-      if (submitted > 0) reap(submitted, res);
-      // Completions may queue new sends: those go to the next flush, posted anew.
+      if (submitted > 0) {
+        reap(submitted, res);
+        if (!ready_) {
+          // The ring failed in this enter: a receive it may not have run is done here (an
+          // EAGAIN would wait for an event that may have come already).
+          for (unsigned i = 0; i < n; ++i) {
+            if (!batch[i]->is_recv || res[i] != -EAGAIN) continue;
+            const ssize_t r = ::recvmsg(batch[i]->fd, &batch[i]->msg, MSG_DONTWAIT);
+            res[i] = r >= 0 ? static_cast<int>(r) : -errno;
+          }
+        }
+      }
       for (unsigned i = 0; i < n; ++i) batch[i]->complete(res[i]);
     }
   }
 
-  // Submits the prepared sends and collects their results into `res` (indexed by user data).
+  // Submits the prepared operations and collects their results into `res` (by user data).
   void reap(unsigned submitted, int* res) {
     const int r = io_uring_submit(&ring_);
     if (r < 0) {
-      // Nothing was taken: the sends fall back to Asio (res stays EAGAIN), and this ring is not
+      // Nothing was taken: the operations fall back (res stays EAGAIN), and this ring is not
       // used again (its queue still holds them).
-      SLUICE_LOG(warn, "sends no longer batched: io_uring_submit: " << std::strerror(-r));
+      SLUICE_LOG(warn, "socket I/O no longer batched: io_uring_submit: " << std::strerror(-r));
       ready_ = false;
       return;
     }
     if (static_cast<unsigned>(r) < submitted) {
-      // Not expected with SUBMIT_ALL; the sends left in the queue would go out at the next
-      // enter, after their ops are gone: this ring is not entered again.
+      // Not expected with SUBMIT_ALL; the operations left in the queue would run at the next
+      // enter, after their memory is gone: this ring is not entered again.
       SLUICE_LOG(warn,
-                 "sends no longer batched: io_uring_submit took " << r << " of " << submitted);
+                 "socket I/O no longer batched: io_uring_submit took " << r << " of " << submitted);
       ready_ = false;
     }
     unsigned got = 0;
@@ -195,8 +245,8 @@ class send_batcher : public boost::asio::execution_context::service {
       io_uring_cq_advance(&ring_, seen);
       got += seen;
       if (got >= static_cast<unsigned>(r)) break;
-      // Not expected (MSG_DONTWAIT sends complete inline, as checked at start-up), but a
-      // send the kernel still holds points into its op: wait for it rather than free it.
+      // Not expected (MSG_DONTWAIT operations complete inline, as checked at start-up), but
+      // one the kernel still holds points into its op: wait for it rather than free it.
       if (io_uring_wait_cqe(&ring_, &cqe) != 0) break;
     }
   }
@@ -206,27 +256,35 @@ class send_batcher : public boost::asio::execution_context::service {
   bool have_ring_ = false;
   bool ready_ = false;
   bool posted_ = false;
-  batched_send* head_ = nullptr;
-  batched_send* tail_ = nullptr;
+  batched_io* head_ = nullptr;
+  batched_io* tail_ = nullptr;
 };
 
-boost::asio::execution_context::id send_batcher::id;
+boost::asio::execution_context::id io_batcher::id;
 
-send_batcher* batcher_of(boost::asio::io_context& context) {
+io_batcher* batcher_of(boost::asio::io_context& context) {
   thread_local boost::asio::io_context* cached_context = nullptr;
-  thread_local send_batcher* cached = nullptr;
+  thread_local io_batcher* cached = nullptr;
   thread_local unsigned cached_generation = 0;
   const unsigned generation = batcher_generation.load(std::memory_order_relaxed);
   if (cached_context != &context || cached_generation != generation) {
-    cached = &boost::asio::use_service<send_batcher>(context);
+    cached = &boost::asio::use_service<io_batcher>(context);
     cached_context = &context;
     cached_generation = generation;
   }
   return cached->ready() ? cached : nullptr;
 }
 
-void enqueue(send_batcher& batcher, batched_send* op) noexcept { batcher.enqueue(op); }
+void enqueue(io_batcher& batcher, batched_io* op) noexcept { batcher.enqueue(op); }
 
-void cancel_queued(send_batcher& batcher, int fd) noexcept { batcher.cancel(fd); }
+bool recv_batching() noexcept {
+  static const bool on = [] {
+    const char* v = std::getenv("SLUICE_IO_URING_RECV");
+    return v == nullptr || std::strcmp(v, "0") != 0;
+  }();
+  return on;
+}
+
+void cancel_queued(io_batcher& batcher, int fd) noexcept { batcher.cancel(fd); }
 
 }  // namespace sluice::net::detail
