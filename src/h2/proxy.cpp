@@ -169,7 +169,7 @@ class connection : public session_handler {
   void close_now() {
     read_done_ = true;
     error_code ec;
-    stream_.lowest_layer().cancel(ec);
+    net::cancel_io(stream_.lowest_layer(), ec);
     kick();
   }
 
@@ -213,7 +213,7 @@ class connection : public session_handler {
         waiting_ = false;
         continue;
       }
-      auto [ec, n] = co_await asio::async_write(stream_, asio::buffer(out), use_tuple);
+      auto [ec, n] = co_await stream_.async_write_all(asio::buffer(out), use_tuple);
       if (ec) break;
       last_active_ = steady::now();
     }
@@ -252,7 +252,13 @@ class upstream_stream {
   template <class Buffers, class Token>
   auto async_read_some(const Buffers& b, Token&& token) {
     if (tls_) return tls_->async_read_some(b, std::forward<Token>(token));
-    return net::async_read_relay(sock_, b, std::forward<Token>(token));
+    return net::async_read_batched(sock_, b, std::forward<Token>(token));
+  }
+  /// Writes all of `b`; cleartext writes are batched with the loop turn's other I/O.
+  template <class Buffers, class Token>
+  auto async_write_all(const Buffers& b, Token&& token) {
+    if (tls_) return asio::async_write(*tls_, b, std::forward<Token>(token));
+    return net::async_write_batched(sock_, b, std::forward<Token>(token));
   }
   template <class Buffers, class Token>
   auto async_write_some(const Buffers& b, Token&& token) {
@@ -649,7 +655,7 @@ asio::awaitable<void> upstream::connect(std::shared_ptr<upstream> self) {
       if (ec) return;
       timed_out = true;
       error_code ignored;
-      stream_.lowest_layer().cancel(ignored);
+      net::cancel_io(stream_.lowest_layer(), ignored);
     });
   }
   auto [ec] = co_await stream_.lowest_layer().async_connect(endpoint_of(addr_), use_tuple);

@@ -11,7 +11,9 @@
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/stream.hpp>
+#include <boost/asio/write.hpp>
 
+#include "net/io_batch.hpp"
 #include "net/relay_read.hpp"
 
 namespace sluice::net {
@@ -45,9 +47,23 @@ class downstream_stream {
           if (auto* t = std::get_if<tls_stream>(&s_))
             t->async_read_some(b, std::move(handler));
           else if constexpr (std::is_convertible_v<MutableBuffers, boost::asio::mutable_buffer>)
-            async_read_relay(std::get<tcp::socket>(s_), b, std::move(handler));
+            async_read_batched(std::get<tcp::socket>(s_), b, std::move(handler));
           else
             std::get<tcp::socket>(s_).async_read_some(b, std::move(handler));
+        },
+        token, buffers);
+  }
+
+  /// Writes all of `buffers` (asio::async_write); cleartext writes are batched with the loop
+  /// turn's other I/O (net/io_batch.hpp).
+  template <class ConstBuffers, class Token>
+  auto async_write_all(const ConstBuffers& buffers, Token&& token) {
+    return boost::asio::async_initiate<Token, void(boost::system::error_code, std::size_t)>(
+        [this](auto handler, const ConstBuffers& b) {
+          if (auto* t = std::get_if<tls_stream>(&s_))
+            boost::asio::async_write(*t, b, std::move(handler));
+          else
+            async_write_batched(std::get<tcp::socket>(s_), b, std::move(handler));
         },
         token, buffers);
   }
