@@ -3,15 +3,14 @@
 // Internal header: includes Asio's SSL support.
 #pragma once
 
-#include <cstddef>
-#include <type_traits>
-#include <utility>
-#include <variant>
-
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/write.hpp>
+#include <cstddef>
+#include <type_traits>
+#include <utility>
+#include <variant>
 
 #include "net/io_batch.hpp"
 #include "net/relay_read.hpp"

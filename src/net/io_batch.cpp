@@ -9,6 +9,7 @@
 #include <boost/asio/post.hpp>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 
 #include "sluice/log/log.hpp"
 
@@ -212,7 +213,15 @@ class io_batcher : public boost::asio::execution_context::service {
           }
         }
       }
-      for (unsigned i = 0; i < n; ++i) batch[i]->complete(res[i]);
+      for (unsigned i = 0; i < n; ++i) {
+        // A handler that throws must not strand the rest of the batch (Asio would leave them
+        // queued; here they live only in `batch`).
+        try {
+          batch[i]->complete(res[i]);
+        } catch (const std::exception& e) {
+          SLUICE_LOG(error, "socket I/O completion: unhandled exception: " << e.what());
+        }
+      }
     }
   }
 

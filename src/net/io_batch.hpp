@@ -22,7 +22,8 @@
 // does not see it), and completes with operation_aborted, as does one whose socket was closed
 // in the meantime: what Asio reports for an operation pending at cancel() or close().
 //
-// Only for sockets of an io_context run by one thread (the runtime's workers).
+// The socket must outlive the operation, as the buffers must (closing it is fine). Only for
+// sockets of an io_context run by one thread (the runtime's workers).
 #pragma once
 
 #include <sys/socket.h>
@@ -100,7 +101,8 @@ io_batcher* batcher_for(const Executor& ex) {
 /// Queues `op` (fd, iov, msg, total set) for the next flush, which it posts if need be.
 void enqueue(io_batcher& batcher, batched_io* op) noexcept;
 
-/// Marks the sends queued for `fd` as cancelled: the flush completes them unsent.
+/// Marks the operations queued for `fd` as cancelled: the flush completes them, not done, with
+/// operation_aborted.
 void cancel_queued(io_batcher& batcher, int fd) noexcept;
 
 template <typename Socket, typename Handler>
@@ -146,7 +148,7 @@ class batched_send_op final : public batched_io {
   Handler handler_;
 };
 
-struct initiate_batched_io {
+struct initiate_batched_send {
   template <typename Handler, typename Socket, typename Buffers>
   void operator()(Handler&& handler, Socket* socket, const Buffers& buffers,
                   io_batcher* batcher) const {
@@ -187,7 +189,8 @@ bool fits_batch(const Buffers& buffers) {
 
 }  // namespace detail
 
-/// socket.cancel(ec), and the same for the sends queued on `socket` for the loop turn's flush.
+/// socket.cancel(ec), and the same for the operations queued on `socket` for the loop turn's
+/// flush.
 template <typename Executor>
 void cancel_io(boost::asio::basic_stream_socket<boost::asio::ip::tcp, Executor>& socket,
                boost::system::error_code& ec) {
@@ -216,7 +219,7 @@ auto async_write_batched(boost::asio::basic_stream_socket<boost::asio::ip::tcp, 
   if (batcher == nullptr)
     return boost::asio::async_write(socket, buffers, std::forward<CompletionToken>(token));
   return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code, std::size_t)>(
-      detail::initiate_batched_io{}, token, &socket, buffers, batcher);
+      detail::initiate_batched_send{}, token, &socket, buffers, batcher);
 }
 
 #ifdef SLUICE_RELAY_READ
@@ -247,6 +250,11 @@ class batched_recv_op final : public batched_io {
     auto& impl =
         (socket_.*io_object_access<boost::asio::ip::tcp::socket>::member()).get_implementation();
     fd = impl.socket_;
+    if (impl.socket_ < 0 || impl.reactor_data_ == nullptr) {
+      // Closed since the operation began (by another completion of the same flush, say): what
+      // Asio reports for a read pending at close.
+      return finish(boost::asio::error::operation_aborted, 0);
+    }
     wait_.ec_ = boost::system::error_code();
     reactor_of_state(impl.reactor_data_)
         .start_op(relay_reactor::read_op, impl.socket_, impl.reactor_data_, &wait_, is_continuation,

@@ -430,3 +430,26 @@ TEST_CASE("batched receive: an io_context destroyed with receives pending frees 
   }                 // under ASan, a leaked operation is an error here
   CHECK_FALSE(called);
 }
+
+TEST_CASE("batched receive: closed by another completion of the same flush", "[net][recv]") {
+  if (!uring_allowed()) return;
+  asio::io_context io;
+  listener l;
+  connection a(io, l), b(io, l);
+  std::array<char, 256> buf;
+  std::optional<read_result> r;
+  // The receive on b starts first (a fresh socket may be read at once: its readiness completion
+  // is queued), then the send on a posts the flush; both land in the same flush, the send first.
+  // Its completion closes b; the receive, which found nothing (EAGAIN), must not wait again.
+  start_read(b.s, buf, r);
+  std::array<std::optional<result>, 1> w;
+  const std::string data = "x";
+  async_write_batched(a.s, asio::buffer(data), [&](error_code ec, std::size_t n) {
+    w[0] = result{ec, n};
+    b.s.close();
+  });
+  run_until(io, w);
+  run_until_set(io, r);
+  CHECK(!w[0]->ec);
+  CHECK(r->ec == asio::error::operation_aborted);
+}
