@@ -6,10 +6,11 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <boost/asio/post.hpp>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+
+#include <boost/asio/post.hpp>
 
 #include "sluice/log/log.hpp"
 
@@ -23,14 +24,36 @@ constexpr unsigned ring_entries = 256;
 // out a batcher of an io_context that was destroyed (and whose address was reused).
 std::atomic<unsigned> batcher_generation{0};
 
-bool disabled_by_environment() {
-  const char* v = std::getenv("SLUICE_IO_URING_SEND");
+// Whether the environment variable `name` is "0" (a switch turned off).
+bool turned_off(const char* name) {
+  const char* v = std::getenv(name);
   return v != nullptr && std::strcmp(v, "0") == 0;
 }
 
-// Whether this kernel's io_uring completes a MSG_DONTWAIT send on a full socket inline, with
-// EAGAIN, rather than waiting for room. Everything in io_batch.hpp rests on it.
-bool dontwait_sends_inline(io_uring& ring) {
+// Submits one operation, set up by `prep`, that has nothing to do on its socket: true when
+// io_uring reports EAGAIN at once. Otherwise `unblock` ends the waiting operation, which is
+// reaped before the caller's message goes.
+template <typename Prep, typename Unblock>
+bool eagain_inline(io_uring& ring, Prep prep, Unblock unblock) {
+  io_uring_sqe* sqe = io_uring_get_sqe(&ring);
+  prep(sqe);
+  io_uring_sqe_set_data64(sqe, 1);
+  if (io_uring_submit(&ring) != 1) return false;
+  io_uring_cqe* cqe = nullptr;
+  if (io_uring_peek_cqe(&ring, &cqe) == 0 && cqe != nullptr) {
+    const bool ok = cqe->res == -EAGAIN;
+    io_uring_cqe_seen(&ring, cqe);
+    return ok;
+  }
+  unblock();
+  if (io_uring_wait_cqe(&ring, &cqe) == 0) io_uring_cqe_seen(&ring, cqe);
+  return false;
+}
+
+// Whether this kernel's io_uring completes MSG_DONTWAIT operations that cannot proceed (a send
+// on a full socket, a receive on an empty one) inline, with EAGAIN, rather than waiting.
+// Everything in io_batch.hpp rests on it.
+bool dontwait_is_inline(io_uring& ring) {
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0) return false;
   int small = 4096;
@@ -40,53 +63,37 @@ bool dontwait_sends_inline(io_uring& ring) {
   for (int i = 0; i < 10000 && !full; ++i)
     full = ::send(sv[0], filler, sizeof filler, MSG_DONTWAIT | MSG_NOSIGNAL) < 0 &&
            (errno == EAGAIN || errno == EWOULDBLOCK);
-  bool ok = false;
-  if (full) {
-    iovec iov{filler, sizeof filler};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    io_uring_sqe* sqe = io_uring_get_sqe(&ring);
-    io_uring_prep_sendmsg(sqe, sv[0], &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
-    io_uring_sqe_set_data64(sqe, 1);
-    if (io_uring_submit(&ring) == 1) {
-      io_uring_cqe* cqe = nullptr;
-      if (io_uring_peek_cqe(&ring, &cqe) == 0 && cqe != nullptr) {
-        ok = cqe->res == -EAGAIN;
-        io_uring_cqe_seen(&ring, cqe);
-      } else {
-        // The send waits for room: closing the peer fails it; reap it before `msg` goes.
-        ::close(sv[1]);
-        sv[1] = -1;
-        if (io_uring_wait_cqe(&ring, &cqe) == 0) io_uring_cqe_seen(&ring, cqe);
-      }
-    }
-  }
-  if (ok) {
-    // A receive on a socket with nothing queued: EAGAIN, inline, too.
-    char byte;
-    iovec iov{&byte, 1};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    io_uring_sqe* sqe = io_uring_get_sqe(&ring);
-    io_uring_prep_recvmsg(sqe, sv[0], &msg, MSG_DONTWAIT);
-    io_uring_sqe_set_data64(sqe, 2);
-    ok = false;
-    if (io_uring_submit(&ring) == 1) {
-      io_uring_cqe* cqe = nullptr;
-      if (io_uring_peek_cqe(&ring, &cqe) == 0 && cqe != nullptr) {
-        ok = cqe->res == -EAGAIN;
-        io_uring_cqe_seen(&ring, cqe);
-      } else {
-        ::shutdown(sv[0], SHUT_RDWR);  // ends the waiting receive; reap it before `msg` goes
-        if (io_uring_wait_cqe(&ring, &cqe) == 0) io_uring_cqe_seen(&ring, cqe);
-      }
-    }
-  }
+  char byte;
+  iovec send_iov{filler, sizeof filler}, recv_iov{&byte, 1};
+  msghdr send_msg{}, recv_msg{};
+  send_msg.msg_iov = &send_iov;
+  send_msg.msg_iovlen = 1;
+  recv_msg.msg_iov = &recv_iov;
+  recv_msg.msg_iovlen = 1;
+  const bool ok =
+      full &&
+      eagain_inline(
+          ring,
+          [&](io_uring_sqe* sqe) {
+            io_uring_prep_sendmsg(sqe, sv[0], &send_msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+          },
+          [&] {  // closing the peer fails the waiting send
+            ::close(sv[1]);
+            sv[1] = -1;
+          }) &&
+      eagain_inline(
+          ring,
+          [&](io_uring_sqe* sqe) { io_uring_prep_recvmsg(sqe, sv[0], &recv_msg, MSG_DONTWAIT); },
+          [&] { ::shutdown(sv[0], SHUT_RDWR); });  // ends the waiting receive
   ::close(sv[0]);
   if (sv[1] >= 0) ::close(sv[1]);
   return ok;
+}
+
+// A receive done here, without the ring: bytes, or -errno.
+int recv_now(batched_io& op) {
+  const ssize_t r = ::recvmsg(op.fd, &op.msg, MSG_DONTWAIT);
+  return r >= 0 ? static_cast<int>(r) : -errno;
 }
 
 }  // namespace
@@ -96,7 +103,7 @@ class io_batcher : public boost::asio::execution_context::service {
   static boost::asio::execution_context::id id;
 
   explicit io_batcher(boost::asio::io_context& context) : service(context), io_(&context) {
-    if (disabled_by_environment()) return;
+    if (turned_off("SLUICE_IO_URING_SEND")) return;
     io_uring_params p{};
     // SUBMIT_ALL: one send's error does not stop the rest of the batch. DEFER_TASKRUN (with
     // SINGLE_ISSUER) keeps io_uring from interrupting the thread with task work.
@@ -112,7 +119,7 @@ class io_batcher : public boost::asio::execution_context::service {
       return;
     }
     have_ring_ = true;
-    if (!dontwait_sends_inline(ring_)) {
+    if (!dontwait_is_inline(ring_)) {
       SLUICE_LOG(debug, "socket I/O not batched: io_uring waits on MSG_DONTWAIT operations here");
       return;
     }
@@ -142,10 +149,7 @@ class io_batcher : public boost::asio::execution_context::service {
     else
       head_ = op;
     tail_ = op;
-    if (!posted_) {
-      posted_ = true;
-      boost::asio::post(*io_, [this] { flush(); });
-    }
+    if (!posted_) post_flush();
   }
 
  private:
@@ -164,10 +168,12 @@ class io_batcher : public boost::asio::execution_context::service {
     // a bounded number of rounds, before the loop goes back to epoll.
     for (int round = 0; round < 8 && head_ != nullptr; ++round) flush_queued();
     posted_ = false;
-    if (head_ != nullptr) {
-      posted_ = true;
-      boost::asio::post(*io_, [this] { flush(); });
-    }
+    if (head_ != nullptr) post_flush();
+  }
+
+  void post_flush() {
+    posted_ = true;
+    boost::asio::post(*io_, [this] { flush(); });
   }
 
   void flush_queued() {
@@ -183,35 +189,23 @@ class io_batcher : public boost::asio::execution_context::service {
           res[n] = -ECANCELED;  // cancelled, or closed, since queued: Asio's operation_aborted
           continue;
         }
-        if (!ready_) {
-          // The ring failed: a send goes on with Asio (EAGAIN), a receive is done here.
-          res[n] = -EAGAIN;
-          if (list->is_recv) {
-            const ssize_t r = ::recvmsg(list->fd, &list->msg, MSG_DONTWAIT);
-            res[n] = r >= 0 ? static_cast<int>(r) : -errno;
-          }
-          continue;
-        }
+        res[n] = -EAGAIN;  // until the ring says otherwise
+        if (!ready_) continue;
         io_uring_sqe* sqe = io_uring_get_sqe(&ring_);  // the queue is empty and as long
         if (list->is_recv)
           io_uring_prep_recvmsg(sqe, list->fd, &list->msg, MSG_DONTWAIT);
         else
           io_uring_prep_sendmsg(sqe, list->fd, &list->msg, MSG_DONTWAIT | MSG_NOSIGNAL);
         io_uring_sqe_set_data64(sqe, n);
-        res[n] = -EAGAIN;
         ++submitted;
       }
-      if (submitted > 0) {
-        reap(submitted, res);
-        if (!ready_) {
-          // The ring failed in this enter: a receive it may not have run is done here (an
-          // EAGAIN would wait for an event that may have come already).
-          for (unsigned i = 0; i < n; ++i) {
-            if (!batch[i]->is_recv || res[i] != -EAGAIN) continue;
-            const ssize_t r = ::recvmsg(batch[i]->fd, &batch[i]->msg, MSG_DONTWAIT);
-            res[i] = r >= 0 ? static_cast<int>(r) : -errno;
-          }
-        }
+      if (submitted > 0) reap(submitted, res);
+      if (!ready_) {
+        // No ring, or it failed in this enter: a send goes on with Asio (EAGAIN); a receive
+        // the ring did not run is done here (an EAGAIN would wait for an event that may have
+        // come already).
+        for (unsigned i = 0; i < n; ++i)
+          if (batch[i]->is_recv && res[i] == -EAGAIN) res[i] = recv_now(*batch[i]);
       }
       for (unsigned i = 0; i < n; ++i) {
         // A handler that throws must not strand the rest of the batch (Asio would leave them
@@ -287,10 +281,7 @@ io_batcher* batcher_of(boost::asio::io_context& context) {
 void enqueue(io_batcher& batcher, batched_io* op) noexcept { batcher.enqueue(op); }
 
 bool recv_batching() noexcept {
-  static const bool on = [] {
-    const char* v = std::getenv("SLUICE_IO_URING_RECV");
-    return v == nullptr || std::strcmp(v, "0") != 0;
-  }();
+  static const bool on = !turned_off("SLUICE_IO_URING_RECV");
   return on;
 }
 

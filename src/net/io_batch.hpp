@@ -29,6 +29,12 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
+#include <cerrno>
+#include <cstddef>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/buffer.hpp>
@@ -37,12 +43,6 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/system/error_code.hpp>
-#include <cerrno>
-#include <cstddef>
-#include <cstring>
-#include <type_traits>
-#include <utility>
-#include <vector>
 
 #include "net/relay_read.hpp"
 
@@ -265,14 +265,9 @@ class batched_recv_op final : public batched_io {
 
   void complete(int res) override {
     if (res > 0) {
-      for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-        if (c->cmsg_level == SOL_TCP && c->cmsg_type == TCP_CM_INQ) {
-          int inq = 1;
-          std::memcpy(&inq, CMSG_DATA(c), sizeof inq);
-          if (left_) *left_ = inq > 0 ? queued::more : queued::nothing;
-          if (inq == 0) expect_nothing_to_read(socket_);
-        }
-      }
+      const int inq = tcp_inq(msg);
+      if (inq >= 0 && left_) *left_ = inq > 0 ? queued::more : queued::nothing;
+      if (inq == 0) expect_nothing_to_read(socket_);
       return finish({}, static_cast<std::size_t>(res));
     }
     if (res == 0) {
@@ -348,9 +343,7 @@ auto async_read_batched(boost::asio::ip::tcp::socket& socket, boost::asio::mutab
   detail::io_batcher* batcher = nullptr;
   auto& impl = (socket.*detail::io_object_access<boost::asio::ip::tcp::socket>::member())
                    .get_implementation();
-  namespace ops = boost::asio::detail::socket_ops;
-  if (impl.socket_ >= 0 && impl.reactor_data_ != nullptr && buf.size() > 0 &&
-      (impl.state_ & ops::internal_non_blocking) != 0 && detail::recv_batching())
+  if (detail::own_read_path(impl, buf.size()) && detail::recv_batching())
     batcher = detail::batcher_for(socket.get_executor());
   if (batcher == nullptr)
     return async_read_relay(socket, buf, std::forward<CompletionToken>(token), left);

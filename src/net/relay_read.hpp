@@ -23,15 +23,9 @@
 // io_context (the runtime's workers), since the flag is written without the reactor's lock.
 #pragma once
 
-#include <sys/socket.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-
-#include <cerrno>
-#include <cstddef>
-#include <cstring>
-#include <type_traits>
-#include <utility>
+#include <sys/socket.h>
 
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/buffer.hpp>
@@ -47,6 +41,11 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/system/error_code.hpp>
+#include <cerrno>
+#include <cstddef>
+#include <cstring>
+#include <type_traits>
+#include <utility>
 
 #include "net/socket_adopt.hpp"
 
@@ -80,6 +79,28 @@ bool expects_nothing_to_read(boost::asio::ip::tcp::socket& socket) noexcept;
 
 namespace detail {
 
+// What TCP_INQ reported in a recvmsg(2)'s control messages: the bytes (or FIN) still queued,
+// 0 for nothing; -1 when the message carries no report (TCP_INQ not enabled on the socket).
+inline int tcp_inq(msghdr& msg) noexcept {
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level == SOL_TCP && c->cmsg_type == TCP_CM_INQ) {
+      int inq = 1;
+      std::memcpy(&inq, CMSG_DATA(c), sizeof inq);
+      return inq;
+    }
+  }
+  return -1;
+}
+
+// Whether a read of `size` bytes on the socket behind `impl` may bypass Asio's read: open,
+// registered with the reactor, made non-blocking by adopt_nonblocking(), and a non-empty
+// buffer. Otherwise Asio's own path sets O_NONBLOCK, reports the error or completes at once.
+template <typename Impl>
+bool own_read_path(const Impl& impl, std::size_t size) noexcept {
+  return impl.socket_ >= 0 && impl.reactor_data_ != nullptr && size > 0 &&
+         (impl.state_ & boost::asio::detail::socket_ops::internal_non_blocking) != 0;
+}
+
 // One recvmsg(2) per attempt; "exhausted" (which clears the flag, atomically with the read as
 // far as the reactor is concerned) when TCP_INQ reports nothing left, FIN included. Without
 // the TCP_INQ control message (option not enabled on the socket) it behaves like Asio's read.
@@ -112,15 +133,10 @@ class relay_read_op : public boost::asio::detail::reactor_op {
       const ssize_t n = ::recvmsg(o->fd_, &msg, 0);
       if (n > 0) {
         o->bytes_transferred_ = static_cast<std::size_t>(n);
-        for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-          if (c->cmsg_level == SOL_TCP && c->cmsg_type == TCP_CM_INQ) {
-            int inq = 1;
-            std::memcpy(&inq, CMSG_DATA(c), sizeof inq);
-            if (o->left_) *o->left_ = inq > 0 ? queued::more : queued::nothing;
-            return inq == 0 ? done_and_exhausted : done;
-          }
-        }
-        return done;
+        const int inq = tcp_inq(msg);
+        if (inq < 0) return done;
+        if (o->left_) *o->left_ = inq > 0 ? queued::more : queued::nothing;
+        return inq == 0 ? done_and_exhausted : done;
       }
       o->bytes_transferred_ = 0;
       if (n == 0) {
@@ -164,15 +180,11 @@ struct initiate_relay_read {
   void operator()(Handler&& handler, Socket* socket, boost::asio::detail::reactor* reactor,
                   boost::asio::mutable_buffer buf, queued* left) const {
     if (left) *left = queued::unknown;
-    namespace ops = boost::asio::detail::socket_ops;
     using handler_type = std::decay_t<Handler>;
     using executor_type = typename Socket::executor_type;
     using op = relay_read_op<handler_type, executor_type>;
     auto& impl = (socket->*io_object_access<Socket>::member()).get_implementation();
-    // Sockets not made non-blocking by adopt_nonblocking(), closed ones and empty buffers
-    // take Asio's own path (which sets O_NONBLOCK, reports the error or completes at once).
-    if (impl.socket_ < 0 || impl.reactor_data_ == nullptr || buf.size() == 0 ||
-        (impl.state_ & ops::internal_non_blocking) == 0) {
+    if (!own_read_path(impl, buf.size())) {
       socket->async_read_some(buf, std::forward<Handler>(handler));
       return;
     }
@@ -180,8 +192,8 @@ struct initiate_relay_read {
     const bool is_continuation = boost_asio_handler_cont_helpers::is_continuation(h);
     typename op::ptr p = {boost::asio::detail::addressof(h), op::ptr::allocate(h), nullptr};
     p.p = new (p.v) op(impl.socket_, buf.data(), buf.size(), left, h, socket->get_executor());
-    reactor->start_op(boost::asio::detail::reactor::read_op, impl.socket_, impl.reactor_data_,
-                      p.p, is_continuation, true);
+    reactor->start_op(boost::asio::detail::reactor::read_op, impl.socket_, impl.reactor_data_, p.p,
+                      is_continuation, true);
     p.v = p.p = nullptr;
   }
 };
@@ -206,8 +218,7 @@ template <typename Executor, typename CompletionToken>
 auto async_read_relay(boost::asio::basic_stream_socket<boost::asio::ip::tcp, Executor>& socket,
                       relay_reactor& reactor, boost::asio::mutable_buffer buf,
                       CompletionToken&& token, queued* left = nullptr) {
-  return boost::asio::async_initiate<CompletionToken,
-                                     void(boost::system::error_code, std::size_t)>(
+  return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code, std::size_t)>(
       detail::initiate_relay_read{}, token, &socket, &reactor, buf, left);
 }
 

@@ -8,10 +8,6 @@
 #include <unistd.h>
 
 #include <array>
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/post.hpp>
-#include <catch2/catch.hpp>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
@@ -19,45 +15,28 @@
 #include <string>
 #include <thread>
 
-#include "net/socket_adopt.hpp"
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <catch2/catch.hpp>
+
+#include "loopback.hpp"
 
 namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 using boost::system::error_code;
 using namespace sluice::net;
+using namespace sluice::net::test;
 
 namespace {
-
-// A loopback listener on port 0 (blocking, plain fds: the test's side of the connections).
-struct listener {
-  int fd = -1;
-  sockaddr_in addr{};
-  listener() {
-    fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-    REQUIRE(::listen(fd, 8) == 0);
-    socklen_t len = sizeof addr;
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  }
-  ~listener() { ::close(fd); }
-};
 
 // A connection: `peer` is the test's blocking end, `s` the proxy's end, adopted the way the
 // runtime adopts accepted sockets.
 struct connection {
   int peer = -1;
   tcp::socket s;
-  connection(asio::io_context& io, const listener& l) : s(io) {
-    peer = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    REQUIRE(::connect(peer, reinterpret_cast<const sockaddr*>(&l.addr), sizeof l.addr) == 0);
-    const int fd = ::accept4(l.fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    REQUIRE(fd >= 0);
-    error_code ec;
-    adopt_nonblocking(s, tcp::v4(), fd, ec);
-    REQUIRE(!ec);
-  }
+  connection(asio::io_context& io, const listener& l, bool inq = false)
+      : peer(connect_to(l)), s(accept_adopted(io, l, inq)) {}
   ~connection() {
     if (peer >= 0) ::close(peer);
   }
@@ -302,18 +281,12 @@ void run_until_set(asio::io_context& io, std::optional<T>& r) {
   REQUIRE(r.has_value());
 }
 
-void enable_inq_on(tcp::socket& s) {
-  int one = 1;
-  REQUIRE(::setsockopt(s.native_handle(), IPPROTO_TCP, TCP_INQ, &one, sizeof one) == 0);
-}
-
 }  // namespace
 
 TEST_CASE("batched receive: waits for bytes, reads them, and tells what is left", "[net][recv]") {
   asio::io_context io;
   listener l;
-  connection c(io, l);
-  enable_inq_on(c.s);
+  connection c(io, l, /*inq=*/true);
   std::array<char, 256> buf;
   std::optional<read_result> r;
   queued left = queued::more;

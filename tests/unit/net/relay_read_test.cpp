@@ -17,53 +17,15 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <catch2/catch.hpp>
 
-#include "net/socket_adopt.hpp"
+#include "loopback.hpp"
 
 namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 using boost::system::error_code;
 using namespace sluice::net;
+using namespace sluice::net::test;
 
 namespace {
-
-// A loopback listener on port 0 (blocking, plain fds: the test's side of the connections).
-struct listener {
-  int fd = -1;
-  sockaddr_in addr{};
-  listener() {
-    fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-    REQUIRE(::listen(fd, 8) == 0);
-    socklen_t len = sizeof addr;
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  }
-  ~listener() { ::close(fd); }
-};
-
-// The test's peer: a blocking socket connected to `l`.
-int connect_to(const listener& l) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  REQUIRE(::connect(fd, reinterpret_cast<const sockaddr*>(&l.addr), sizeof l.addr) == 0);
-  return fd;
-}
-
-// The proxy's side: accepted the way the runtime does (accept4 + adopt_nonblocking), with
-// TCP_INQ enabled when `inq`.
-tcp::socket accept_adopted(asio::io_context& io, const listener& l, bool inq) {
-  const int fd = ::accept4(l.fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-  REQUIRE(fd >= 0);
-  if (inq) {
-    int one = 1;
-    REQUIRE(::setsockopt(fd, IPPROTO_TCP, TCP_INQ, &one, sizeof one) == 0);
-  }
-  tcp::socket s(io);
-  error_code ec;
-  sluice::net::adopt_nonblocking(s, tcp::v4(), fd, ec);
-  REQUIRE(!ec);
-  return s;
-}
 
 struct result {
   error_code ec;
